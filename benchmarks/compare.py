@@ -42,7 +42,7 @@ from common import (ROOT, SAMPLE_DATA, SAMPLE_MODELS, Latency, gzip_size, interl
 from edgesparse._tf import keras, tf  # noqa: E402
 from edgesparse.convert import quiet  # noqa: E402
 from edgesparse.errors import UserError  # noqa: E402
-from edgesparse.model_stats import count_macs, model_summary  # noqa: E402
+from edgesparse.graph.stats import count_macs, model_summary  # noqa: E402
 from edgesparse.pipeline import Instrument  # noqa: E402
 
 TITLES = {"a": "(a) dense fp32", "b": "(b) tfmot 80% sparse + int8", "c": "(c) int8 PTQ",
@@ -166,7 +166,7 @@ def tfmot_pruned(model, data, s: Settings) -> tuple[object, dict]:
     """The guide's magnitude pruning with the two traps handled (DESIGN trap 2)."""
     import tensorflow_model_optimization as tfmot
 
-    from edgesparse.passes.importer import clone_with_weights
+    from edgesparse.graph.functional import clone_with_weights
     from edgesparse.passes.prune.training import loss_fn
 
     sp = tfmot.sparsity.keras
@@ -289,7 +289,7 @@ def recipe_training_epochs(target, recipe: Path | None) -> int:
 
 def compare_model(model_path: Path, data_path: Path, target_name: str, out: Path, s: Settings) -> dict:
     from edgesparse.data import load_data
-    from edgesparse.passes.importer import load_model
+    from edgesparse.frontends.keras import load_model
     from edgesparse.targets import load_target
 
     target = load_target(target_name)

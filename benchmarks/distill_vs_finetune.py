@@ -40,8 +40,9 @@ from common import (ROOT, SAMPLE_DATA, SAMPLE_MODELS, keras_accuracy, machine_in
 
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.data import Dataset, load_data  # noqa: E402
-from edgesparse.model_stats import count_macs  # noqa: E402
-from edgesparse.passes.importer import clone_with_weights, load_model  # noqa: E402
+from edgesparse.graph.stats import count_macs  # noqa: E402
+from edgesparse.frontends.keras import load_model  # noqa: E402
+from edgesparse.graph.functional import clone_with_weights  # noqa: E402
 from edgesparse.pipeline import RunContext  # noqa: E402
 from edgesparse.recipe import recipe_for  # noqa: E402
 from edgesparse.state import ModelState  # noqa: E402

@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from edgesparse._tf import keras
-from edgesparse.model_stats import count_macs
-from edgesparse.passes.prune.budget import Budget
-from edgesparse.passes.prune.graph import ChannelGraph
-from edgesparse.passes.prune.schedule import Data, Settings, prune
+from edgesparse.graph.stats import count_macs
+from edgesparse.passes.prune.allocation import Budget
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.passes.prune.procedure import Data, Settings, prune
 
 BUILDERS = {
     "MobileNetV2": lambda s: keras.applications.MobileNetV2(input_shape=s, alpha=0.35, weights=None, classes=10),

@@ -22,10 +22,10 @@ import numpy as np
 
 from edgesparse._tf import keras, tf
 from edgesparse.data import load_data
-from edgesparse.model_stats import count_macs
-from edgesparse.passes.prune.budget import Budget
-from edgesparse.passes.prune.importance import CRITERIA
-from edgesparse.passes.prune.schedule import Data, Settings, prune
+from edgesparse.graph.stats import count_macs
+from edgesparse.passes.prune.allocation import Budget
+from edgesparse.passes.prune.criteria import CRITERIA
+from edgesparse.passes.prune.procedure import Data, Settings, prune
 from edgesparse.passes.prune.training import accuracy, loss_fn
 
 ROOT = Path(__file__).resolve().parents[1]

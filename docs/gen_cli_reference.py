@@ -93,7 +93,7 @@ def _fields_table(fields) -> list[str]:
 
 
 def passes_section() -> list[str]:
-    from edgesparse.pipeline import load_builtin_passes
+    from edgesparse.passes import load_builtin_passes
     from edgesparse.recipe import WHEN, RecipeFile
 
     lines = ["## Recipe files", "",

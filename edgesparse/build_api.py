@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from edgesparse.budget import Attempt, can_back_off, primary_artifact, promote, scaled_pipeline, search
+from edgesparse.search.backoff import Attempt, can_back_off, primary_artifact, promote, scaled_pipeline, search
 from edgesparse.data import Dataset, load_data
 from edgesparse.errors import BudgetError, UserError
 from edgesparse.evaluate import measure_model
@@ -71,7 +71,8 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
              "token_file": Path, "profile_local": bool}.
     """
     from edgesparse._tf import keras
-    from edgesparse.passes.importer import clone_with_weights, load_model
+    from edgesparse.frontends.keras import load_model
+    from edgesparse.graph.functional import clone_with_weights
     from edgesparse.report import build_report, write_reports
 
     started = time.perf_counter()

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from edgesparse.evaluate import accuracy
-from edgesparse.model_stats import model_summary
-from edgesparse.passes.distill import outputs_are_probabilities
+from edgesparse.graph.stats import model_summary
+from edgesparse.graph.functional import outputs_are_probabilities
 
 FALLBACK_EPOCHS = 15
 

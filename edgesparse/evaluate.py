@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.model_stats import model_summary
+from edgesparse.graph.stats import model_summary
 
 
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

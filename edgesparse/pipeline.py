@@ -162,15 +162,6 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def load_builtin_passes() -> dict[str, type[Pass]]:
-    """Import the modules that register the built-in passes (they import TensorFlow)."""
-    from edgesparse.passes import register_builtins
-
-    register_builtins()
-
-    return PASSES
-
-
 # ----------------------------------------------------------------------------- instruments
 
 

@@ -25,7 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import Pass, Pipeline, load_builtin_passes
+from edgesparse.passes import load_builtin_passes
+from edgesparse.pipeline import Pass, Pipeline
 
 
 class RecipeFile(BaseModel):

@@ -332,7 +332,7 @@ def test_cli_profiles_on_an_agent_and_locally(agent, artifacts, token_file, tmp_
     import typer
     from typer.testing import CliRunner
 
-    from edgesparse.profile.commands import register
+    from edgesparse.cli.profile import register
 
     app = typer.Typer()
     register(app)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesparse.budget import Attempt, search
+from edgesparse.search.backoff import Attempt, search
 from edgesparse.cli import run as cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,7 @@ def _commands() -> list[str]:
 
 
 def test_cli_reference_documents_every_command_and_pass(site):
-    from edgesparse.pipeline import load_builtin_passes
+    from edgesparse.passes import load_builtin_passes
 
     page = (site / "cli" / "index.html").read_text(encoding="utf-8")
     headings = [html.unescape(re.sub(r"<[^>]+>", "", h)).replace("¶", "").strip()

@@ -13,8 +13,9 @@ import pytest
 
 from edgesparse._tf import keras, tf
 from edgesparse.errors import UserError
-from edgesparse.passes.importer import ImportPass, load_model
-from edgesparse.passes.keras3_translate import compare_outputs
+from edgesparse.frontends.keras import load_model
+from edgesparse.passes.importer import ImportPass
+from edgesparse.frontends.keras3 import compare_outputs
 from edgesparse.pipeline import PASSES, RunContext
 from edgesparse.state import ModelState
 

@@ -8,12 +8,12 @@ import pytest
 
 from edgesparse._tf import keras
 from edgesparse.errors import UserError
-from edgesparse.passes.prune import patches
-from edgesparse.passes.prune.budget import Budget, Planner, macs_of
-from edgesparse.passes.prune.graph import ChannelGraph
-from edgesparse.passes.prune.importance import CRITERIA, ScoreInputs, _greedy_order_scores, get_criterion
+from edgesparse.graph import linear as patches
+from edgesparse.passes.prune.allocation import Budget, Planner, macs_of
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.passes.prune.criteria import CRITERIA, ScoreInputs, _greedy_order_scores, get_criterion
 from edgesparse.passes.prune.reconstruct import refit_layers
-from edgesparse.passes.prune.surgery import layer_keeps, shrink
+from edgesparse.graph.surgery import layer_keeps, shrink
 
 import prune_models as zoo
 
@@ -181,7 +181,7 @@ def test_refit_brings_layers_closer_to_the_unpruned_model(name):
 def test_reconstruction_recovers_the_digits_mlp_without_training():
     """DESIGN.md's experiment: 75% of the hidden units of the digits MLP removed."""
     from edgesparse.data import load_data
-    from edgesparse.passes.prune.schedule import Data, Settings, prune
+    from edgesparse.passes.prune.procedure import Data, Settings, prune
 
     m = keras.models.load_model(SAMPLES / "digits_mlp.keras")
     d = load_data(SAMPLES / "digits.npz", tuple(m.inputs[0].shape[1:]), 10)

@@ -10,7 +10,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from edgesparse._tf import tf
 from edgesparse.data import synthetic
-from edgesparse.model_stats import count_macs
+from edgesparse.graph.stats import count_macs
 from edgesparse.pipeline import RunContext
 from edgesparse.passes.prune.pass_ import PrunePass
 from edgesparse.state import ModelState

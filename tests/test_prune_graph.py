@@ -6,7 +6,7 @@ import pytest
 
 from edgesparse._tf import keras, tf
 from edgesparse.errors import UserError
-from edgesparse.passes.prune.graph import ChannelGraph
+from edgesparse.graph.channels import ChannelGraph
 
 import prune_models as zoo
 
@@ -187,7 +187,7 @@ def test_sequential_models_are_analysed():
     m = keras.Sequential([L.Input((10,)), L.Dense(8, activation="relu"), L.Dropout(0.1), L.Dense(3)])
     g = ChannelGraph(m)
     assert [grp.size for grp in g.prunable_groups] == [8]
-    from edgesparse.passes.prune.surgery import shrink
+    from edgesparse.graph.surgery import shrink
     keep = g.atom_keep_from_units({g.prunable_groups[0].id: np.array([0, 3, 5])})
     small = shrink(m, g, keep)
     assert small.layers[0].units == 5 and small.count_params() == 10 * 5 + 5 + 5 * 3 + 3
@@ -206,7 +206,7 @@ def _nested(inner_conv_name="inner_conv"):
 
 
 def test_nested_models_are_flattened_then_pruned():
-    from edgesparse.passes.prune.flatten import flatten_nested
+    from edgesparse.graph.flatten import flatten_nested
 
     m = _nested()
     flat, names, why = flatten_nested(m)
@@ -219,7 +219,7 @@ def test_nested_models_are_flattened_then_pruned():
 
 
 def test_nested_model_with_clashing_names_stays_closed():
-    from edgesparse.passes.prune.flatten import flatten_nested
+    from edgesparse.graph.flatten import flatten_nested
 
     m = _nested(inner_conv_name="producer")
     flat, names, why = flatten_nested(m)

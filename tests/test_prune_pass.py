@@ -10,8 +10,9 @@ from edgesparse._tf import keras
 from edgesparse.cli import run as cli
 from edgesparse.data import load_data, synthetic
 from edgesparse.errors import UserError
-from edgesparse.model_stats import count_macs
-from edgesparse.pipeline import PASSES, DataInfo, Pipeline, RunContext, load_builtin_passes
+from edgesparse.graph.stats import count_macs
+from edgesparse.passes import load_builtin_passes
+from edgesparse.pipeline import PASSES, DataInfo, Pipeline, RunContext
 from edgesparse.passes.prune.pass_ import PrunePass
 from edgesparse.state import ModelState
 from edgesparse.targets import load_target

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from edgesparse._tf import keras
-from edgesparse.model_stats import count_macs
-from edgesparse.passes.prune.budget import Planner, macs_of
-from edgesparse.passes.prune.graph import ChannelGraph
-from edgesparse.passes.prune.surgery import count_params, layer_keeps, shrink
+from edgesparse.graph.stats import count_macs
+from edgesparse.passes.prune.allocation import Planner, macs_of
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.graph.surgery import count_params, layer_keeps, shrink
 
 import prune_models as zoo
 

@@ -2,8 +2,8 @@
 import pytest
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import (ARTIFACTS, LABELS, DataInfo, Pass, PassConfig, Pipeline,
-                                 load_builtin_passes)
+from edgesparse.passes import load_builtin_passes
+from edgesparse.pipeline import (ARTIFACTS, LABELS, DataInfo, Pass, PassConfig, Pipeline)
 from edgesparse.recipe import load_recipe, parse_recipe
 from edgesparse.targets import load_target
 

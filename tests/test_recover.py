@@ -96,7 +96,7 @@ def test_softmax_output_is_recognised_through_tfmot_wrappers():
     import tensorflow_model_optimization as tfmot
 
     from edgesparse._tf import keras
-    from edgesparse.passes.distill import outputs_are_probabilities
+    from edgesparse.graph.functional import outputs_are_probabilities
 
     model = keras.models.load_model(MLP)
     inp = keras.Input((64,))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgesparse._tf import keras
-from edgesparse.model_stats import count_macs
+from edgesparse.graph.stats import count_macs
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 

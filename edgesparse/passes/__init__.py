@@ -1,4 +1,4 @@
-"""Built-in passes. `register_builtins()` imports the modules that register them.
+"""Built-in passes. `load_builtin_passes()` imports the modules that register them.
 
 Importing this package does not import them (nor TensorFlow): the CLI's command modules live
 under it, and `edgesparse agent serve` must start on a device with no TensorFlow.
@@ -12,6 +12,11 @@ BUILTIN_MODULES = ("importer", "prune.pass_", "sparsify.pass_", "distill", "qat"
                    "quantize", "export", "verify")
 
 
-def register_builtins() -> None:
+def load_builtin_passes():
+    """Import the modules that register the built-in passes (they import TensorFlow); return the
+    registry (`edgesparse.pipeline.PASSES`)."""
+    from edgesparse.pipeline import PASSES
+
     for module in BUILTIN_MODULES:
         importlib.import_module(f"{__name__}.{module}")
+    return PASSES

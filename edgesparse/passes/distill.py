@@ -47,16 +47,6 @@ def _log_probs(tf, outputs, from_logits: bool):
     return tf.nn.log_softmax(outputs) if from_logits else tf.math.log(tf.clip_by_value(outputs, 1e-12, 1.0))
 
 
-def outputs_are_probabilities(model) -> bool:
-    """True when the model ends in a softmax (its outputs are probabilities, not logits)."""
-    last = model.layers[-1]
-    last = getattr(last, "layer", last)   # tfmot wrappers (QAT, pruning) hold the real layer
-    act = getattr(last, "activation", None)
-    act = getattr(act, "activation", act)  # and QAT wraps its activation (QuantizeAwareActivation)
-    name = getattr(act, "__name__", "") if act is not None else ""
-    return name == "softmax" or type(last).__name__ == "Softmax"
-
-
 @register_pass
 class DistillPass(Pass):
     """Fine-tune the working model against the imported teacher (KD, optional feature matching)."""
@@ -73,7 +63,7 @@ class DistillPass(Pass):
         if not plan.data.real:
             problems.append("distillation needs real inputs; pass --data (labels are optional)")
         if self.config.teacher:   # load it now: a wrong teacher must fail before any training
-            from edgesparse.passes.importer import load_model
+            from edgesparse.frontends.keras import load_model
 
             teacher = load_model(self.config.teacher)[0]
             t_in, t_out = tuple(teacher.input_shape[1:]), int(teacher.output_shape[-1])
@@ -86,6 +76,7 @@ class DistillPass(Pass):
 
     def run(self, state: ModelState, ctx) -> ModelState:
         from edgesparse._tf import keras, tf
+        from edgesparse.graph.functional import outputs_are_probabilities
 
         cfg: DistillConfig = self.config
         teacher = self._teacher(state)
@@ -180,7 +171,7 @@ class DistillPass(Pass):
 
     def _teacher(self, state: ModelState):
         if self.config.teacher:
-            from edgesparse.passes.importer import load_model
+            from edgesparse.frontends.keras import load_model
 
             return load_model(self.config.teacher)[0]
         if state.reference is None:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from edgesparse.errors import UserError
-from edgesparse.passes.distill import outputs_are_probabilities
+from edgesparse.graph.functional import outputs_are_probabilities
 from edgesparse.pipeline import CALIBRATION, Pass, PassConfig, PlanContext, register_pass
 from edgesparse.state import ModelState
 

@@ -49,7 +49,7 @@ def measure(artifacts, target, macs: int | None, agents: list[str], token_file: 
     an energy estimate (when no sensor is readable) and the roofline's error. `local` measures on
     this host, which is not the target, so neither is attached there.
     """
-    from edgesparse.profile.commands import collect_profiles
+    from edgesparse.profile.collect import collect_profiles
 
     if not agents and not local:
         return {}

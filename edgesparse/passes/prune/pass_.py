@@ -42,7 +42,7 @@ class PruneConfig(PassConfig):
 
 def config_problems(c: PruneConfig) -> list[str]:
     """Everything wrong with a prune config that can be seen without the model."""
-    from edgesparse.passes.prune.importance import CRITERIA
+    from edgesparse.passes.prune.criteria import CRITERIA
 
     problems = []
     given = [k for k in ("ratio", "macs", "params") if getattr(c, k) is not None]
@@ -108,8 +108,8 @@ class PrunePass(Pass):
         return PrunePass(c.model_copy(update={kind: 1 - (1 - kept) * strength}))
 
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
-        from edgesparse.passes.prune.budget import Budget
-        from edgesparse.passes.prune.schedule import Data, Settings, prune
+        from edgesparse.passes.prune.allocation import Budget
+        from edgesparse.passes.prune.procedure import Data, Settings, prune
 
         c = self.config
         problems = config_problems(c)

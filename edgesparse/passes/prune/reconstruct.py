@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgesparse.passes.prune import patches
-from edgesparse.passes.prune.graph import PRODUCERS
+from edgesparse.graph import linear as patches
+from edgesparse.graph.channels import PRODUCERS
 
 ALPHAS = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)    # ridge strength, relative to mean eigenvalue
 

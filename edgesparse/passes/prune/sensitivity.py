@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from edgesparse.passes.prune.budget import Planner
-from edgesparse.passes.prune.graph import Group
-from edgesparse.passes.prune.surgery import shrink
+from edgesparse.passes.prune.allocation import Planner
+from edgesparse.graph.channels import Group
+from edgesparse.graph.surgery import shrink
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
 

@@ -4,21 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgesparse._tf import keras, tf
-
-SOFTMAX_NAMES = {"softmax"}
-
-
-def outputs_probabilities(model) -> bool:
-    """True when the model ends in a softmax (so the loss must not apply one again)."""
-    layer = model.layers[-1]
-    act = getattr(layer, "activation", None)
-    if type(layer).__name__ == "Softmax":
-        return True
-    return getattr(act, "__name__", "") in SOFTMAX_NAMES
-
+from edgesparse.graph.functional import outputs_are_probabilities
 
 def loss_fn(model):
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_are_probabilities(model))
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:

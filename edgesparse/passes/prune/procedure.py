@@ -19,12 +19,12 @@ import numpy as np
 
 from edgesparse.errors import UserError
 from edgesparse.passes.prune import sensitivity as sens
-from edgesparse.passes.prune.budget import Budget, Planner, macs_of
-from edgesparse.passes.prune.flatten import flatten_nested
-from edgesparse.passes.prune.graph import ChannelGraph
-from edgesparse.passes.prune.importance import ScoreInputs, get_criterion
+from edgesparse.passes.prune.allocation import Budget, Planner, macs_of
+from edgesparse.graph.flatten import flatten_nested
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.passes.prune.criteria import ScoreInputs, get_criterion
 from edgesparse.passes.prune.reconstruct import refit_layers
-from edgesparse.passes.prune.surgery import count_params, layer_keeps, shrink
+from edgesparse.graph.surgery import count_params, layer_keeps, shrink
 from edgesparse.passes.prune.training import accuracy, agreement, finetune
 
 

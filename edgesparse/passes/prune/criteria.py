@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from edgesparse._tf import tf
-from edgesparse.passes.prune import patches
-from edgesparse.passes.prune.graph import ChannelGraph, Group
+from edgesparse.graph import linear as patches
+from edgesparse.graph.channels import ChannelGraph, Group
 from edgesparse.passes.prune.training import loss_fn
 
 CRITERIA: dict[str, type["Criterion"]] = {}

@@ -98,7 +98,7 @@ def list_targets():
 def list_passes():
     """List the registered passes and their parameters (what a recipe may say)."""
     from edgesparse.console import console, table
-    from edgesparse.pipeline import load_builtin_passes
+    from edgesparse.passes import load_builtin_passes
 
     rows = []
     for name, cls in sorted(load_builtin_passes().items()):
@@ -112,8 +112,8 @@ def _register_subcommands() -> None:
     """Commands owned by other modules; each module imports its heavy parts lazily."""
     import importlib
 
-    for module in ("edgesparse.passes.prune.commands", "edgesparse.passes.sparsify.commands",
-                   "edgesparse.profile.commands", "edgesparse.release.commands"):
+    for module in ("edgesparse.cli.prune", "edgesparse.cli.sparsify",
+                   "edgesparse.cli.profile", "edgesparse.cli.release"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

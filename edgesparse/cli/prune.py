@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(model_path: Path):
-    from edgesparse.passes.importer import load_model
+    from edgesparse.frontends.keras import load_model
 
     model, _ = load_model(model_path)
     return model
@@ -31,10 +31,10 @@ def _load(model_path: Path):
 def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, .h5) or SavedModel folder.")):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
-    from edgesparse.model_stats import count_macs, count_params
-    from edgesparse.passes.prune.graph import ChannelGraph
+    from edgesparse.graph.stats import count_macs, count_params
+    from edgesparse.graph.channels import ChannelGraph
 
-    from edgesparse.passes.prune.flatten import flatten_nested
+    from edgesparse.graph.flatten import flatten_nested
 
     m, flattened, why_not = flatten_nested(_load(model))
     graph = ChannelGraph(m)

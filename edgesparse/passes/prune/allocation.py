@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgesparse.errors import UserError
-from edgesparse.model_stats import layer_macs
-from edgesparse.passes.prune.graph import ChannelGraph
-from edgesparse.passes.prune.surgery import count_params, layer_keeps
+from edgesparse.graph.stats import layer_macs
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.graph.surgery import count_params, layer_keeps
 
 Removal = dict[int, np.ndarray]      # group id -> indices of removed units
 
@@ -71,7 +71,7 @@ def macs_of(graph: ChannelGraph, keeps: dict[str, tuple]) -> int:
 
 
 def _nested_macs(layer) -> int:
-    from edgesparse.model_stats import count_macs
+    from edgesparse.graph.stats import count_macs
     from edgesparse._tf import keras
     return count_macs(layer) if isinstance(layer, keras.Model) else layer_macs(layer)
 

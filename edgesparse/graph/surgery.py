@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesparse._tf import keras
-from edgesparse.passes.prune.graph import ChannelGraph, PRODUCERS
+from edgesparse.graph.channels import ChannelGraph, PRODUCERS
 
 Keep = "np.ndarray | None"    # kept indices along an axis; None: all
 

@@ -208,7 +208,7 @@ class _Builder:
             return self.build_model(layer_cfg, group_path)
         if class_name not in SUPPORTED_LAYERS:
             raise self.fail(f"layer {name!r} is a {class_name}, which the Keras 3 translator does not "
-                            "support (see edgesparse.passes.keras3_translate.SUPPORTED_LAYERS); "
+                            "support (see edgesparse.frontends.keras3.SUPPORTED_LAYERS); "
                             "save the model with tf_keras, or replace the layer")
         try:
             cfg = tf_keras_layer_config(class_name, layer_cfg["config"])

@@ -1,0 +1,3 @@
+from edgesparse.cli import main
+
+main()
