@@ -48,6 +48,7 @@ def artifacts(tmp_path_factory):
 def token_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("secret") / "token"
     path.write_text(secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)  # the agent and the client refuse a token file others can read
     return path
 
 
@@ -310,6 +311,50 @@ def test_unknown_parameter_gets_400(agent, artifacts):
     status, _, payload = raw_request(agent, "POST", "/v1/profile?runs=5&model_path=/etc/passwd",
                                      artifacts["tflite"].read_bytes(), auth(agent))
     assert status == 400 and "model_path" in payload["error"]["message"]
+
+
+def write_token(folder, mode, token=None):
+    path = folder / "token"
+    path.write_text((token or secrets.token_urlsafe(32)) + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_token_file_others_can_access_is_refused_by_the_client(tmp_path, mode):
+    path = write_token(tmp_path, mode)
+    with pytest.raises(UserError, match=f"chmod 600 {path}"):
+        client.read_token(path)
+    path.chmod(0o600)
+    assert client.read_token(path) == path.read_text().strip()
+    short = write_token(tmp_path, 0o600, "too-short")
+    with pytest.raises(UserError, match="shorter than 16 characters"):
+        client.read_token(short)
+
+
+@pytest.mark.parametrize("front_end", ["edgesparse agent serve", "python -m edgesparse.profile.agent"])
+def test_world_readable_token_file_is_refused_by_the_agent(tmp_path, front_end):
+    path = write_token(tmp_path, 0o644)
+    command = ([sys.executable, "-c", "import sys; from edgesparse.cli import main; sys.exit(main())",
+                "agent", "serve"] if front_end.startswith("edgesparse")
+               else [sys.executable, "-m", "edgesparse.profile.agent"])
+    # Without the check the agent would start serving: the timeout turns that into a failure.
+    done = subprocess.run(command + ["--token-file", str(path), "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and f"chmod 600 {path}" in done.stderr
+    assert "listening" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_world_readable_token_file_is_refused_by_edgesparse_profile(agent, artifacts, tmp_path,
+                                                                     capsys):
+    from edgesparse.cli import run
+
+    path = write_token(tmp_path, 0o644, agent["token"])  # the right token, in a file too open
+    assert run(["profile", str(artifacts["tflite"]), "--agent", agent["url"], "--token-file",
+                str(path), "--runs", "5", "--min-seconds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"chmod 600 {path}" in err
 
 
 def test_unreachable_agent_is_a_clear_user_error(artifacts, token_file):

@@ -31,9 +31,10 @@ def serve_command(
 ):
     """Serve the profiling API (docs/agent-api.md) until interrupted."""
     from edgesparse.profile import agent
+    from edgesparse.profile.token import read_token
 
     config = agent.AgentConfig(
-        token=agent.load_token(str(token_file)), host=host, port=port,
+        token=read_token(token_file), host=host, port=port,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), read_timeout_s=read_timeout,
         job_time_limit_s=job_timeout, memory_limit_mb=memory_limit_mb or None,
         work_dir=str(work_dir) if work_dir else None,

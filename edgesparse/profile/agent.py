@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from edgesparse import __version__
 from edgesparse.errors import UserError
 from edgesparse.profile import device, energy, measure
+from edgesparse.profile.token import read_token
 
 API_VERSION = "v1"
 CHUNK = 1 << 20
@@ -47,21 +48,6 @@ class AgentConfig:
     memory_limit_mb: int | None = measure.DEFAULT_MEMORY_LIMIT_MB
     work_dir: str | None = None        # where uploads are written (a private dir per job)
     delegates: dict[str, str] = field(default_factory=dict)  # name -> library, operator's choice
-
-
-def load_token(path: str) -> str:
-    """The bearer token from a file (whitespace stripped); refuse short or missing tokens."""
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as exc:
-        raise UserError(f"cannot read token file {path} ({exc.strerror}); create one with: "
-                        f"python -c \"import secrets; print(secrets.token_urlsafe(32))\" > {path}"
-                        ) from None
-    if len(token) < 16:
-        raise UserError(f"token in {path} is shorter than 16 characters; use a random one: "
-                        f"python -c \"import secrets; print(secrets.token_urlsafe(32))\" > {path}")
-    return token
 
 
 class HTTPError(Exception):
@@ -352,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = AgentConfig(
-            token=load_token(args.token_file), host=args.host, port=args.port,
+            token=read_token(args.token_file), host=args.host, port=args.port,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
             read_timeout_s=args.read_timeout, job_time_limit_s=args.job_timeout,
             memory_limit_mb=args.memory_limit_mb or None, work_dir=args.work_dir,
