@@ -78,10 +78,12 @@ def _raise_for(url: str, status: int, headers: dict, payload: dict) -> None:
     code, message = error.get("code"), error.get("message", "")
     hint = {
         401: "check --token-file: it must hold the token the agent was started with",
-        408: "the upload stalled; check the network",
+        408: "the upload stalled or was slower than the agent's --min-upload-rate-kb; check the "
+             "network",
         409: f"it is busy with another profile; retry in {headers.get('Retry-After', '?')} s",
         413: "raise the agent's --max-upload-mb or shrink the artifact",
         415: "send a .tflite or .onnx artifact",
+        503: "it has --max-connections connections open; retry shortly",
     }.get(status, "see the agent's log")
     raise AgentError(f"agent at {url} refused (HTTP {status} {code}): {message}; {hint}",
                      status, code, payload)
