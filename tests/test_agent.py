@@ -570,6 +570,35 @@ def test_world_readable_token_file_is_refused_by_edgesparse_profile(agent, artif
     assert err.count("\n") == 0 and f"chmod 600 {path}" in err
 
 
+def test_both_agent_front_ends_have_the_same_defaults(token_file):
+    """`edgesparse agent serve` and `python -m edgesparse.profile.agent` must not drift apart,
+    and their defaults must give AgentConfig's own (measure.DEFAULT_* for the child's limits)."""
+    import inspect
+
+    import typer
+
+    from edgesparse.cli.profile import register
+    from edgesparse.profile import agent
+
+    app = typer.Typer()
+    register(app)
+    serve = typer.main.get_command(app).commands["agent"].commands["serve"]
+    typer_defaults = {p.name: p.default for p in serve.params if p.name != "token_file"}
+    argparse_defaults = vars(agent.argument_parser().parse_args(["--token-file", "x"]))
+    argparse_defaults.pop("token_file")
+    typer_defaults["allow_delegate"] = typer_defaults["allow_delegate"] or []
+    assert typer_defaults == argparse_defaults
+    builder = {name: p.default for name, p in
+               inspect.signature(agent.config_from_options).parameters.items()
+               if name != "token_file"}
+    builder["allow_delegate"] = list(builder["allow_delegate"])
+    assert builder == argparse_defaults
+    built = agent.config_from_options(token_file=token_file, **argparse_defaults)
+    assert built == agent.AgentConfig(token=built.token)
+    assert (built.job_time_limit_s, built.memory_limit_mb) == \
+        (measure.DEFAULT_TIME_LIMIT_S, measure.DEFAULT_MEMORY_LIMIT_MB)
+
+
 def test_unreachable_agent_is_a_clear_user_error(artifacts, token_file):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))

@@ -505,7 +505,7 @@ def parse_delegates(pairs: list[str]) -> dict[str, str]:
     return delegates
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m edgesparse.profile.agent",
                                      description="edgesparse on-device profiling agent "
                                      "(the same as `edgesparse agent serve`)")
@@ -522,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="address-space limit of the measuring child; 0 = none")
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--allow-delegate", action="append", default=[], metavar="NAME=LIBRARY")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     try:
         serve(config_from_options(**vars(args)))
     except UserError as exc:
