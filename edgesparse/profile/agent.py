@@ -220,6 +220,8 @@ class AgentHandler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------------------
     def _send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
         body = json.dumps(payload).encode("utf-8")
+        # The reads left the socket's timeout at whatever remained of their deadline.
+        self.connection.settimeout(self.server.config.read_timeout_s)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
