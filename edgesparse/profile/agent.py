@@ -129,10 +129,14 @@ class DeadlineReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"{self.phase} took longer than {self.seconds:g} s")
-        self._sock.settimeout(min(self._idle_s, remaining))
-        return self._sock.recv_into(buffer)
+        if remaining > 0:
+            self._sock.settimeout(min(self._idle_s, remaining))
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                if not self.expired():
+                    raise  # this read waited idle_s: the socket's own "timed out"
+        raise TimeoutError(f"{self.phase} took longer than {self.seconds:g} s")
 
 
 class ProfilingAgent(ThreadingHTTPServer):
