@@ -7,8 +7,10 @@ import http.client
 import json
 import os
 import secrets
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -48,22 +50,52 @@ def artifacts(tmp_path_factory):
 def token_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("secret") / "token"
     path.write_text(secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)  # the agent and the client refuse a token file others can read
     return path
+
+
+def start_agent(token_file, flags, stderr=subprocess.DEVNULL):
+    """A real agent process on an ephemeral loopback port; (process, its URL)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgesparse.profile.agent", "--token-file", str(token_file),
+         "--port", "0", *flags], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    line = proc.stdout.readline()
+    assert "listening on http://127.0.0.1:" in line, line
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def agent_info(proc, url, token_file, **extra):
+    return {"url": url, "token": token_file.read_text().strip(), "pid": proc.pid,
+            "port": int(url.rsplit(":", 1)[1]), **extra}
 
 
 @pytest.fixture(scope="module")
 def agent(token_file):
     """A real agent process on an ephemeral loopback port, with short limits for the tests."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgesparse.profile.agent", "--token-file", str(token_file),
-         "--port", "0", "--read-timeout", "1", "--job-timeout", str(JOB_TIMEOUT_S),
-         "--max-upload-mb", str(MAX_UPLOAD_BYTES / (1024 * 1024))],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    assert "listening on http://127.0.0.1:" in line, line
-    url = line.split("listening on ")[1].split()[0]
-    yield {"url": url, "token": token_file.read_text().strip(), "pid": proc.pid,
-           "port": int(url.rsplit(":", 1)[1])}
+    proc, url = start_agent(token_file, [
+        "--read-timeout", "1", "--job-timeout", str(JOB_TIMEOUT_S),
+        "--max-upload-mb", str(MAX_UPLOAD_BYTES / (1024 * 1024))])
+    yield agent_info(proc, url, token_file)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+HEADER_TIMEOUT_S = 2.0
+MIN_UPLOAD_KIB_S = 8
+MAX_CONNECTIONS = 3
+
+
+@pytest.fixture(scope="module")
+def hostile(token_file, tmp_path_factory):
+    """An agent with short deadlines and a small connection cap, its stderr kept in a file."""
+    log = tmp_path_factory.mktemp("hostile") / "agent.log"
+    with open(log, "w") as stderr:
+        proc, url = start_agent(token_file, [
+            "--header-timeout", str(HEADER_TIMEOUT_S), "--read-timeout", "1",
+            "--min-upload-rate-kb", str(MIN_UPLOAD_KIB_S),
+            "--max-connections", str(MAX_CONNECTIONS), "--job-timeout", str(JOB_TIMEOUT_S)],
+            stderr=stderr)
+    yield agent_info(proc, url, token_file, log=log)
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -258,10 +290,26 @@ def test_child_killed_by_a_signal_gives_json_error(agent, artifacts):
     assert_still_serves(agent, artifacts)
 
 
-def test_hanging_model_hits_the_time_limit(agent, artifacts):
+def test_hanging_model_hits_the_time_limit_and_retry_after_stays_within_it(agent, artifacts):
+    answer = {}
+
+    def hanging_profile():  # asks for 120 s of timing; the job limit is JOB_TIMEOUT_S
+        answer["response"] = raw_request(agent, "POST",
+                                         "/v1/profile?min_seconds=120&max_runs=10000000",
+                                         artifacts["tflite"].read_bytes(), auth(agent))
+
     started = time.monotonic()
-    status, _, payload = raw_request(agent, "POST", "/v1/profile?min_seconds=120&max_runs=10000000",
-                                     artifacts["tflite"].read_bytes(), auth(agent))
+    worker = threading.Thread(target=hanging_profile)
+    worker.start()
+    while not client.device_info(agent["url"], agent["token"])["busy"]:
+        assert time.monotonic() - started < 10, "the job never started"
+        time.sleep(0.05)
+    status, headers, _ = raw_request(agent, "POST", "/v1/profile",
+                                     artifacts["onnx"].read_bytes(), auth(agent))
+    assert status == 409
+    assert 1 <= int(headers["Retry-After"]) <= JOB_TIMEOUT_S  # not the 125 s the client asked for
+    worker.join(timeout=JOB_TIMEOUT_S + 10)
+    status, _, payload = answer["response"]
     assert status == 422 and payload["error"]["code"] == "timeout"
     assert time.monotonic() - started < JOB_TIMEOUT_S + 5
     assert_still_serves(agent, artifacts)
@@ -306,10 +354,249 @@ def test_stalled_upload_times_out_and_frees_the_agent(agent, artifacts):
     assert_still_serves(agent, artifacts)
 
 
+def _closed_by_peer(sock, wait_s: float) -> bool:
+    """True when the peer has closed (EOF or reset) within wait_s; any answer bytes are read."""
+    ready, _, _ = select.select([sock], [], [], wait_s)
+    if not ready:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionError:
+        return True
+
+
+def _status_of(response: bytes) -> int:
+    return int(response.split(b"\r\n", 1)[0].split()[1])
+
+
+def _read_all(sock, limit_s: float = 10.0) -> bytes:
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionError:
+        pass
+    return data
+
+
+def test_client_dripping_header_bytes_is_cut_by_the_header_deadline(hostile):
+    """No token, one byte every 0.2 s: each read succeeds, so only a total deadline stops it."""
+    sock = socket.create_connection(("127.0.0.1", hostile["port"]), timeout=10)
+    started = time.monotonic()
+    drip = iter(b"GET /v1/device HTTP/1.1\r\nX-Padding: " + b"a" * 1000)
+    closed = False
+    while not closed and time.monotonic() - started < HEADER_TIMEOUT_S + 6:
+        try:
+            sock.send(bytes([next(drip)]))
+        except (ConnectionError, StopIteration):
+            closed = True
+            break
+        closed = _closed_by_peer(sock, 0.2)
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert closed, f"still connected after {elapsed:.1f} s of dripping"
+    assert HEADER_TIMEOUT_S - 0.3 <= elapsed <= HEADER_TIMEOUT_S + 1.5
+
+
+def _slow_upload(hostile, length, result):
+    """Send the headers with the token, then the body at 320 B/s, until the agent answers."""
+    sock = socket.create_connection(("127.0.0.1", hostile["port"]), timeout=10)
+    sock.sendall(f"POST /v1/profile HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{hostile['token']}\r\nContent-Length: {length}\r\n\r\n".encode()
+                 + b"\0\0\0\0TFL3")
+    started = time.monotonic()
+    result["sent"] = 8
+    while time.monotonic() - started < 30 and result["sent"] < length:
+        ready, _, _ = select.select([sock], [], [], 0.2)
+        if ready:
+            break
+        try:
+            sock.sendall(b"\0" * 64)
+        except ConnectionError:
+            break
+        result["sent"] += 64
+    result["response"] = _read_all(sock)
+    result["elapsed"] = time.monotonic() - started
+    sock.close()
+
+
+def test_slow_upload_does_not_hold_the_job_lock_and_is_cut_by_the_body_deadline(hostile,
+                                                                                 artifacts):
+    length = 6 * MIN_UPLOAD_KIB_S * 1024  # at the minimum rate: 6 s; at 320 B/s: 150 s
+    deadline = length / (MIN_UPLOAD_KIB_S * 1024)
+    slow = {}
+    uploader = threading.Thread(target=_slow_upload, args=(hostile, length, slow))
+    uploader.start()
+    time.sleep(0.5)
+    result = client.profile_remote(hostile["url"], hostile["token"], artifacts["tflite"], runs=5,
+                                   warmup=0, min_seconds=0)  # not 409: the slow one holds no lock
+    assert result["timing"]["n"] == 5
+    assert "response" not in slow, "the slow upload ended before the second job was done"
+    uploader.join(timeout=40)
+    assert _status_of(slow["response"]) == 408
+    body = json.loads(slow["response"].split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "upload_timeout" and "KiB/s" in body["error"]["message"]
+    assert deadline - 0.5 <= slow["elapsed"] <= deadline + 2.5
+    assert slow["sent"] < length
+
+
+def test_connections_over_the_cap_get_503_and_service_resumes(hostile):
+    idle = [socket.create_connection(("127.0.0.1", hostile["port"]), timeout=10)
+            for _ in range(MAX_CONNECTIONS)]
+    time.sleep(0.2)  # accepted, each holding a slot (the header deadline frees them later)
+    extra = socket.create_connection(("127.0.0.1", hostile["port"]), timeout=10)
+    started = time.monotonic()
+    response = _read_all(extra)
+    extra.close()
+    assert time.monotonic() - started < 1.0
+    assert _status_of(response) == 503 and b"Retry-After: 1" in response
+    assert json.loads(response.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "overloaded"
+    for sock in idle:
+        sock.close()
+    deadline = time.monotonic() + 5
+    while True:  # the slots come back as the agent notices the closed connections
+        try:
+            assert client.device_info(hostile["url"], hostile["token"])["busy"] is False
+            break
+        except client.AgentError as exc:
+            assert exc.status == 503 and time.monotonic() < deadline
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "BREW"])
+def test_other_methods_get_405_with_a_json_body(agent, method):
+    status, headers, payload = raw_request(agent, method, "/v1/profile", b"x" * 10, auth(agent))
+    assert status == 405 and headers["Allow"] == "GET, POST"
+    assert payload["error"]["code"] == "method_not_allowed" and method in payload["error"]["message"]
+
+
+def test_head_gets_405_with_json_headers_and_no_body(agent):
+    conn = http.client.HTTPConnection("127.0.0.1", agent["port"], timeout=10)
+    conn.request("HEAD", "/v1/device", headers=auth(agent))
+    response = conn.getresponse()
+    assert response.status == 405 and response.getheader("Content-Type") == "application/json"
+    assert response.read() == b""
+    conn.close()
+
+
+def _new_log_lines(hostile, offset: int, settle_s: float = 3.0) -> list[str]:
+    deadline = time.monotonic() + settle_s
+    text = ""
+    while time.monotonic() < deadline:
+        text = hostile["log"].read_text()[offset:]
+        if text.endswith("\n"):
+            time.sleep(0.3)  # nothing more to come
+            text = hostile["log"].read_text()[offset:]
+            break
+        time.sleep(0.05)
+    return text.splitlines()
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_client_hanging_up_mid_body_is_one_log_line(hostile, how):
+    offset = len(hostile["log"].read_text())
+    sock = socket.create_connection(("127.0.0.1", hostile["port"]), timeout=10)
+    sock.sendall(f"POST /v1/profile HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{hostile['token']}\r\nContent-Length: 10000\r\n\r\n".encode() + b"\0" * 100)
+    time.sleep(0.3)  # the agent is reading the body now
+    if how == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    lines = _new_log_lines(hostile, offset)
+    assert len(lines) == 1, lines
+    assert "went away" in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("value", ["1_0", "+10", "10 ", "\x0b10", "\r\n 10", "-1", "0x10", "\xb910"],
+                         ids=["underscore", "plus", "trailing-space", "vertical-tab", "obs-fold",
+                              "negative", "hex", "superscript-digit"])
+def test_content_length_must_be_ascii_digits(agent, value):
+    sock = socket.create_connection(("127.0.0.1", agent["port"]), timeout=10)
+    sock.sendall(f"POST /v1/profile HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {agent['token']}"
+                 f"\r\nContent-Length: {value}\r\n\r\n".encode("latin-1") + b"\0\0\0\0TFL3\0\0")
+    response = _read_all(sock)
+    sock.close()
+    assert _status_of(response) == 400, response[:200]
+    assert json.loads(response.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_length"
+
+
 def test_unknown_parameter_gets_400(agent, artifacts):
     status, _, payload = raw_request(agent, "POST", "/v1/profile?runs=5&model_path=/etc/passwd",
                                      artifacts["tflite"].read_bytes(), auth(agent))
     assert status == 400 and "model_path" in payload["error"]["message"]
+
+
+def write_token(folder, mode, token=None):
+    path = folder / "token"
+    path.write_text((token or secrets.token_urlsafe(32)) + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_token_file_others_can_access_is_refused_by_the_client(tmp_path, mode):
+    path = write_token(tmp_path, mode)
+    with pytest.raises(UserError, match=f"chmod 600 {path}"):
+        client.read_token(path)
+    path.chmod(0o600)
+    assert client.read_token(path) == path.read_text().strip()
+    short = write_token(tmp_path, 0o600, "too-short")
+    with pytest.raises(UserError, match="shorter than 16 characters"):
+        client.read_token(short)
+
+
+@pytest.mark.parametrize("front_end", ["edgesparse agent serve", "python -m edgesparse.profile.agent"])
+def test_world_readable_token_file_is_refused_by_the_agent(tmp_path, front_end):
+    path = write_token(tmp_path, 0o644)
+    command = ([sys.executable, "-c", "import sys; from edgesparse.cli import main; sys.exit(main())",
+                "agent", "serve"] if front_end.startswith("edgesparse")
+               else [sys.executable, "-m", "edgesparse.profile.agent"])
+    # Without the check the agent would start serving: the timeout turns that into a failure.
+    done = subprocess.run(command + ["--token-file", str(path), "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and f"chmod 600 {path}" in done.stderr
+    assert "listening" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_world_readable_token_file_is_refused_by_edgesparse_profile(agent, artifacts, tmp_path,
+                                                                     capsys):
+    from edgesparse.cli import run
+
+    path = write_token(tmp_path, 0o644, agent["token"])  # the right token, in a file too open
+    assert run(["profile", str(artifacts["tflite"]), "--agent", agent["url"], "--token-file",
+                str(path), "--runs", "5", "--min-seconds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"chmod 600 {path}" in err
+
+
+def test_both_agent_front_ends_have_the_same_defaults(token_file):
+    """`edgesparse agent serve` and `python -m edgesparse.profile.agent` must not drift apart,
+    and their defaults must give AgentConfig's own (measure.DEFAULT_* for the child's limits)."""
+    import inspect
+
+    import typer
+
+    from edgesparse.cli.profile import register
+    from edgesparse.profile import agent
+
+    app = typer.Typer()
+    register(app)
+    serve = typer.main.get_command(app).commands["agent"].commands["serve"]
+    typer_defaults = {p.name: p.default for p in serve.params if p.name != "token_file"}
+    argparse_defaults = vars(agent.argument_parser().parse_args(["--token-file", "x"]))
+    argparse_defaults.pop("token_file")
+    typer_defaults["allow_delegate"] = typer_defaults["allow_delegate"] or []
+    assert typer_defaults == argparse_defaults
+    builder = {name: p.default for name, p in
+               inspect.signature(agent.config_from_options).parameters.items()
+               if name != "token_file"}
+    builder["allow_delegate"] = list(builder["allow_delegate"])
+    assert builder == argparse_defaults
+    built = agent.config_from_options(token_file=token_file, **argparse_defaults)
+    assert built == agent.AgentConfig(token=built.token)
+    assert (built.job_time_limit_s, built.memory_limit_mb) == \
+        (measure.DEFAULT_TIME_LIMIT_S, measure.DEFAULT_MEMORY_LIMIT_MB)
 
 
 def test_unreachable_agent_is_a_clear_user_error(artifacts, token_file):

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from edgesparse.errors import UserError
+from edgesparse.profile import agent as profiling_agent, measure  # stdlib only: cheap to import
 from edgesparse.profile.collect import collect_profiles
 
 agent_app = typer.Typer(no_args_is_help=True, help="The on-device profiling agent.")
@@ -19,26 +20,26 @@ agent_app = typer.Typer(no_args_is_help=True, help="The on-device profiling agen
 
 @agent_app.command("serve")
 def serve_command(
-    token_file: Path = typer.Option(..., "--token-file", help="File holding the bearer token (16+ characters)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback unless you say otherwise."),
-    port: int = typer.Option(8765, "--port", help="TCP port (0: any free port)."),
-    max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest artifact accepted (413 above)."),
-    read_timeout: float = typer.Option(30.0, "--read-timeout", help="Seconds a stalled upload may wait (408 after)."),
-    job_timeout: float = typer.Option(300.0, "--job-timeout", help="Wall-clock limit of one measuring child."),
-    memory_limit_mb: int = typer.Option(4096, "--memory-limit-mb", help="Address-space limit of the measuring child (0: none)."),
+    token_file: Path = typer.Option(..., "--token-file", help="File holding the bearer token (16+ characters, chmod 600)."),
+    host: str = typer.Option(profiling_agent.DEFAULT_HOST, "--host", help="Address to bind; loopback unless you say otherwise."),
+    port: int = typer.Option(profiling_agent.DEFAULT_PORT, "--port", help="TCP port (0: any free port)."),
+    max_upload_mb: float = typer.Option(profiling_agent.DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Largest artifact accepted (413 above)."),
+    header_timeout: float = typer.Option(profiling_agent.DEFAULT_HEADER_TIMEOUT_S, "--header-timeout", help="Seconds for the request line and headers in total (the connection is closed after)."),
+    read_timeout: float = typer.Option(profiling_agent.DEFAULT_READ_TIMEOUT_S, "--read-timeout", help="Seconds one read may wait; also the shortest body deadline (408 after)."),
+    min_upload_rate_kb: float = typer.Option(profiling_agent.DEFAULT_MIN_UPLOAD_KIB_S, "--min-upload-rate-kb", help="Slowest upload accepted, KiB/s: the body deadline is max(--read-timeout, size / rate) (408 after)."),
+    max_connections: int = typer.Option(profiling_agent.DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Connections handled at once; more are answered 503 and closed."),
+    job_timeout: float = typer.Option(measure.DEFAULT_TIME_LIMIT_S, "--job-timeout", help="Wall-clock limit of one measuring child."),
+    memory_limit_mb: int = typer.Option(measure.DEFAULT_MEMORY_LIMIT_MB, "--memory-limit-mb", help="Address-space limit of the measuring child (0: none)."),
     allow_delegate: Optional[list[str]] = typer.Option(None, "--allow-delegate", help="NAME=LIBRARY: an external LiteRT delegate clients may ask for by NAME."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Where uploads are written (default: the system temp dir)."),
 ):
     """Serve the profiling API (docs/agent-api.md) until interrupted."""
-    from edgesparse.profile import agent
-
-    config = agent.AgentConfig(
-        token=agent.load_token(str(token_file)), host=host, port=port,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024), read_timeout_s=read_timeout,
-        job_time_limit_s=job_timeout, memory_limit_mb=memory_limit_mb or None,
-        work_dir=str(work_dir) if work_dir else None,
-        delegates=agent.parse_delegates(allow_delegate or []))
-    agent.serve(config)
+    profiling_agent.serve(profiling_agent.config_from_options(
+        token_file=token_file, host=host, port=port, max_upload_mb=max_upload_mb,
+        header_timeout=header_timeout, read_timeout=read_timeout,
+        min_upload_rate_kb=min_upload_rate_kb, max_connections=max_connections,
+        job_timeout=job_timeout, memory_limit_mb=memory_limit_mb, work_dir=work_dir,
+        allow_delegate=allow_delegate or []))
 
 
 def profile_command(

@@ -14,6 +14,7 @@ from typing import Iterator
 from urllib.parse import urlencode, urlsplit
 
 from edgesparse.errors import UserError
+from edgesparse.profile.token import read_token  # noqa: F401 - the one token reader, re-exported
 
 INPUTS_HEADER = "X-Inputs-Length"
 DEFAULT_PROFILE_TIMEOUT_S = 900.0  # the agent's own job limit (300 s) plus upload time
@@ -25,19 +26,6 @@ class AgentError(UserError):
                  payload: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.payload = status, code, payload or {}
-
-
-def read_token(token_file) -> str:
-    path = os.path.expanduser(os.fspath(token_file))
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as exc:
-        raise UserError(f"cannot read token file {path} ({exc.strerror}); pass the file the "
-                        "agent was started with, via --token-file") from None
-    if not token:
-        raise UserError(f"token file {path} is empty; copy the agent's token into it")
-    return token
 
 
 def _split_url(url: str) -> tuple[str, str, int | None, str]:
@@ -90,10 +78,12 @@ def _raise_for(url: str, status: int, headers: dict, payload: dict) -> None:
     code, message = error.get("code"), error.get("message", "")
     hint = {
         401: "check --token-file: it must hold the token the agent was started with",
-        408: "the upload stalled; check the network",
+        408: "the upload stalled or was slower than the agent's --min-upload-rate-kb; check the "
+             "network",
         409: f"it is busy with another profile; retry in {headers.get('Retry-After', '?')} s",
         413: "raise the agent's --max-upload-mb or shrink the artifact",
         415: "send a .tflite or .onnx artifact",
+        503: "it has --max-connections connections open; retry shortly",
     }.get(status, "see the agent's log")
     raise AgentError(f"agent at {url} refused (HTTP {status} {code}): {message}; {hint}",
                      status, code, payload)
