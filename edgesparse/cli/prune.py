@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli._files import save_model_atomically
 from edgesparse.errors import UserError
 
 
@@ -107,18 +108,7 @@ def prune(
         ctx = RunContext(target=tgt, data=dataset, workdir=Path(work), progress=progress)
         state = PrunePass(config).run(state, ctx)
         facts = state.facts["prune"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=out.parent, prefix=f".{out.stem}-")
-        os.close(fd)
-        try:
-            state.model.save(tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; the model is an ordinary file
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_model_atomically(state.model, out)
         if "sensitivity" in facts and "plot" in facts["sensitivity"]:
             plot = out.with_name(out.stem + "-sensitivity.png")
             os.replace(Path(work) / facts["sensitivity"]["plot"], plot)

@@ -7,7 +7,6 @@ This module is imported when the CLI starts: TensorFlow is imported inside the c
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli._files import save_model_atomically
 from edgesparse.errors import UserError
+from edgesparse.files import check_writable
 
 MODEL_SUFFIXES = (".keras", ".h5")
 
@@ -39,12 +40,7 @@ def _check_out(out: Path) -> None:
         raise UserError(f"--out {out} must end in .keras or .h5")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file path ending in .keras")
-    parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {out}: {probe} is not writable; choose another --out")
+    check_writable(out)
 
 
 def load_model(path: Path):
@@ -63,19 +59,6 @@ def load_model(path: Path):
         return keras.models.load_model(path, compile=False), {"path": str(path), "format": "tf_keras"}
     except Exception as exc:
         raise UserError(f"cannot load {path} as a tf_keras model: {exc}") from None
-
-
-def save_atomically(model, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.partial-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)          # Keras refuses to overwrite without asking; let it create the file
-        model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def register(app: typer.Typer) -> None:
@@ -105,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from edgesparse.console import console
 
         render(state, console)
-        save_atomically(state.model, out)
+        save_model_atomically(state.model, out)
         console.print(f"wrote {out}")
         if json_out:
             sys.stdout.write(json.dumps(state.facts.get("sparsify", {}), indent=2, default=str) + "\n")

@@ -11,7 +11,6 @@ runtimes (LiteRT, ONNX Runtime), not TensorFlow.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.errors import UserError
+from edgesparse.files import check_writable
 from edgesparse.release import manifest as mf
 from edgesparse.release.isolated import build_in_fresh_process
 from edgesparse.release.modelcard import render_model_card
@@ -46,11 +46,7 @@ def check_version(version: str) -> str:
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the tarball (default dist/)")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {out}: {probe} is not writable; choose another --out")
+    check_writable(out)
 
 
 def write_sums(root: Path) -> None:
