@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.metadata as md
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesparse import __version__
 from edgesparse.runtime.artifact import Artifact, open_artifact
 from edgesparse.runtime.tensors import TensorSpec, to_model_input
 from edgesparse.runtime.weights import weight_sparsity
 from edgesparse.files import sha256_file
+from edgesparse.report.schema import TOOLCHAIN, toolchain_versions
 
 MANIFEST_VERSION = 1
 TEST_DATA = "test_data"
 
-# Distribution name -> manifest key: the toolchain whose versions decide the artifact bytes.
-VERSIONED = {"tensorflow": "tensorflow", "tf-keras": "tf_keras", "ai-edge-litert": "litert",
-             "onnxruntime": "onnxruntime", "tensorflow-model-optimization": "tfmot",
-             "onnx": "onnx", "tf2onnx": "tf2onnx", "numpy": "numpy"}
 TIMING_KEYS = ("seconds",)
 
 
@@ -47,13 +41,8 @@ def input_digest(path: Path) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"edgesparse": __version__, "python": platform.python_version()}
-    for dist, key in VERSIONED.items():
-        try:
-            out[key] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[key] = None
-    return out
+    """The toolchain versions under the manifest's short keys, None for what is not installed."""
+    return {TOOLCHAIN.get(k, k): v for k, v in toolchain_versions().items()}
 
 
 def portable_report(report: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
