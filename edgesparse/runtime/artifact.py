@@ -19,12 +19,14 @@ times. Agent-safe: numpy and the runtime only, imported lazily; never TensorFlow
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 
+from edgesparse.convert import quiet as capture_fd2   # standard library only
 from edgesparse.runtime.tensors import ORT_DTYPES, TensorSpec, to_float_output, to_model_input
 
 RUNTIME_NAMES = {"tflite": "LiteRT", "onnx": "ONNX Runtime"}
@@ -131,15 +133,11 @@ def _open_tflite(path: Path, threads, io, delegate, delegate_library, quiet) -> 
         from ai_edge_litert import interpreter as litert
     except ImportError:
         raise RuntimeUnavailable("ai-edge-litert is not installed on this device") from None
-    import contextlib
-
     kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": threads}
     if delegate == "none":   # plain builtin kernels, XNNPACK off
         kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     elif delegate_library:   # an external delegate (the agent operator allowlists it by name)
         kwargs["experimental_delegates"] = [litert.load_delegate(delegate_library)]
-    if quiet:
-        from edgesparse.convert import quiet as capture_fd2
     with capture_fd2() if quiet else contextlib.nullcontext():   # XNNPACK announces itself on fd 2
         it = litert.Interpreter(**kwargs)
         for d in it.get_input_details():
