@@ -93,9 +93,9 @@ def nonzero_params(model) -> int:
 
 def runtime_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy (%) of an artifact run in its real runtime (LiteRT / ONNX Runtime)."""
-    from edgesparse.runtimes import load_artifact
+    from edgesparse.runtime.artifact import open_artifact
 
-    pred = load_artifact(path).run(x)
+    pred = open_artifact(path).predict(x)
     return round(float(np.mean(np.argmax(pred, -1) == np.asarray(y).reshape(-1)) * 100), 3)
 
 
@@ -111,7 +111,7 @@ class _Runner:
     """One artifact loaded in one runtime, its input prepared, timing one inference at a time."""
 
     def __init__(self, path: Path, runtime: str, threads: int, sample: np.ndarray):
-        from edgesparse.runtimes import quantize, TensorSpec
+        from edgesparse.runtime.tensors import quantize, TensorSpec
 
         self.times_ns: list[int] = []
         self.round_p50_ns: list[float] = []

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from edgesparse import files
 from edgesparse.errors import UserError
 
 MARKER = "report.json"   # what makes a folder "an edgesparse output" we may replace
@@ -25,12 +26,7 @@ def check_writable(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"--out {out} is a non-empty folder that edgesparse did not write; "
                         "give an empty or new folder")
-    parent = out.parent if not out.exists() else out
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {out}: {probe} is not writable; choose another --out")
+    files.check_writable(out)
 
 
 @contextmanager

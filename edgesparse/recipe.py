@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgesparse.errors import UserError
+from edgesparse.errors import UserError, describe_validation_error
 from edgesparse.passes import load_builtin_passes
 from edgesparse.pipeline import Pass, Pipeline
 
@@ -90,13 +90,7 @@ class Recipe:
 
 
 def _describe(exc: ValidationError, cls: type[Pass] | None = None) -> str:
-    errors = exc.errors()   # a misspelt key also makes the right one "missing": name the typo first
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        known = ", ".join(cls.Config.model_fields) if cls else ", ".join(RecipeFile.model_fields)
-        return f"unknown key {key!r} (known: {known or 'none'})"
-    return f"{key}: {err['msg']}"
+    return describe_validation_error(exc, known=list((cls.Config if cls else RecipeFile).model_fields))
 
 
 def parse_recipe(raw: Any, origin: str) -> Recipe:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgesparse.errors import UserError
+from edgesparse.errors import UserError, describe_validation_error
 
 
 class _Strict(BaseModel):
@@ -97,9 +97,7 @@ def _load_file(path: Path) -> Target:
     try:
         return Target(**raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"target file {path}: {key}: {err['msg']}") from None
+        raise UserError(f"target file {path}: {describe_validation_error(exc)}") from None
 
 
 def load_target(name_or_path: str | Path) -> Target:

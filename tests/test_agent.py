@@ -130,6 +130,29 @@ def test_agent_side_modules_import_no_heavy_packages():
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def test_runtime_toolkit_opens_runs_and_reads_artifacts_without_tensorflow(artifacts):
+    """edgesparse.runtime is what the device runs: open, run and read both formats, and the
+    process must still hold no TensorFlow or Keras (numpy and the runtimes are allowed)."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from edgesparse.runtime.artifact import open_artifact\n"
+            "from edgesparse.runtime.sniff import sniff_format\n"
+            "from edgesparse.runtime.tflite_file import read_tflite\n"
+            "from edgesparse.runtime.weights import tflite_sparsity\n"
+            f"paths = {{'tflite': {str(artifacts['tflite'])!r}, 'onnx': {str(artifacts['onnx'])!r}}}\n"
+            "for fmt, path in paths.items():\n"
+            "    assert sniff_format(path) == fmt\n"
+            "    x = np.zeros((2, 16), np.float32)\n"
+            "    assert open_artifact(path).predict(x).shape == (2, 4)\n"
+            "    raw = open_artifact(path, threads=1, io='raw')\n"
+            "    assert raw.run([x[:1]])[0].shape == (1, 4)\n"
+            "assert read_tflite(paths['tflite']).ops and tflite_sparsity(paths['tflite'])['weights'] > 0\n"
+            "heavy = ('tensorflow', 'tf_keras', 'keras', 'edgesparse._tf')\n"
+            "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_device_endpoint_describes_the_device(agent):
     info = client.device_info(agent["url"], agent["token"])
     assert info["api"] == "v1"

@@ -13,7 +13,8 @@ import pytest
 from edgesparse._tf import keras
 from edgesparse.checks import COMPILER_NOT_RUN, check_onnx, check_tflite, edgetpu, nnapi
 from edgesparse.checks.edgetpu import parse_compiler_output, too_many_dims
-from edgesparse.checks.tflite_ops import effective_dims, read_tflite
+from edgesparse.checks.edgetpu import effective_dims
+from edgesparse.runtime.tflite_file import read_tflite
 from edgesparse.convert.onnx import to_onnx
 from edgesparse.convert.tflite import to_tflite
 from edgesparse.errors import UserError

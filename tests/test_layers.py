@@ -16,7 +16,7 @@ LAYERS: dict[str, int] = {
     "edgesparse.errors": 0, "edgesparse.files": 0, "edgesparse._tf": 0,
     "edgesparse.pipeline": 1, "edgesparse.state": 1, "edgesparse.targets": 1, "edgesparse.data": 1,
     "edgesparse.graph": 2, "edgesparse.train": 2, "edgesparse.frontends": 2, "edgesparse.convert": 2,
-    "edgesparse.runtime": 2, "edgesparse.runtimes": 2, "edgesparse.checks": 2,
+    "edgesparse.runtime": 2, "edgesparse.checks": 2,
     "edgesparse.evaluate": 2,
     "edgesparse.passes": 3,
     "edgesparse.recipe": 4, "edgesparse.build_api": 4, "edgesparse.search": 4,

@@ -8,14 +8,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 from edgesparse._tf import keras
-from edgesparse.checks.tflite_ops import read_tflite
 from edgesparse.convert.tflite import to_tflite
 from edgesparse.data import load_data
 from edgesparse.errors import UserError
 from edgesparse.passes.export import Export
 from edgesparse.passes.quantize import SYNTHETIC_WARNING, Quantize
 from edgesparse.pipeline import DataInfo, Pipeline, RunContext
-from edgesparse.runtimes import load_artifact
+from edgesparse.runtime.artifact import open_artifact
+from edgesparse.runtime.tflite_file import read_tflite
 from edgesparse.state import ModelState
 from edgesparse.targets import load_target
 
@@ -79,7 +79,7 @@ def keras_accuracy(model, data):
 
 
 def runtime_accuracy(path, data):
-    out = load_artifact(path).run(data.x_val)
+    out = open_artifact(path).predict(data.x_val)
     return float(np.mean(out.argmax(1) == data.y_val) * 100)
 
 
@@ -138,9 +138,9 @@ def test_every_precision_exports_loads_and_has_batch_one(cnn, tmp_path):
     ref = model.predict(data.x_val[:20], verbose=0)
     for (fmt, precision), a in got.items():
         assert a.path == tmp_path / f"cnn-{precision}.{fmt}" and a.path.is_file()
-        loaded = load_artifact(a.path, fmt)
-        assert loaded.input.shape[0] == 1
-        out = loaded.run(data.x_val[:20])
+        loaded = open_artifact(a.path, fmt=fmt)
+        assert loaded.inputs[0].shape[0] == 1
+        out = loaded.predict(data.x_val[:20])
         assert out.shape == ref.shape
         assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.9, (fmt, precision)
         if fmt == "tflite":
@@ -151,8 +151,8 @@ def test_every_precision_exports_loads_and_has_batch_one(cnn, tmp_path):
             expected = {"fp32": "float32", "fp16": "float16", "dynamic": "int8", "int8": "int8"}[precision]
             assert expected in weights, (precision, weights)
     # fp32 is the Keras model, up to float rounding.
-    assert np.max(np.abs(load_artifact(got[("tflite", "fp32")].path).run(data.x_val[:20]) - ref)) < 1e-4
-    assert np.max(np.abs(load_artifact(got[("onnx", "fp32")].path).run(data.x_val[:20]) - ref)) < 1e-4
+    assert np.max(np.abs(open_artifact(got[("tflite", "fp32")].path).predict(data.x_val[:20]) - ref)) < 1e-4
+    assert np.max(np.abs(open_artifact(got[("onnx", "fp32")].path).predict(data.x_val[:20]) - ref)) < 1e-4
 
 
 @pytest.mark.parametrize("which", ["cnn", "mlp"])

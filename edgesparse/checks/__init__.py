@@ -4,8 +4,8 @@
 "reason": str, ...details}}`. `passed` is None when a check could not run (and says why).
 Nothing here raises for a failed constraint: the verify pass records it and the report shows it.
 
-- tflite_ops: operators, versions, tensors and parameters read from the flatbuffer.
-- nnapi:      LiteRT's NNAPI delegate operator table.
+- the flatbuffer itself is read by edgesparse.runtime.tflite_file (operators, versions, tensors).
+- nnapi:         LiteRT's NNAPI delegate operator table.
 - edgetpu:    Coral's Edge TPU operator table, dimension rule, prefix mapping, the compiler.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.checks import edgetpu, nnapi
-from edgesparse.checks.tflite_ops import TFLiteModel, read_tflite
+from edgesparse.runtime.tflite_file import TFLiteModel, read_tflite
 
 COMPILER_NOT_RUN = "edgetpu_compiler not on PATH: not run; our own compatibility check used"
 

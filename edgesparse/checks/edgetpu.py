@@ -27,7 +27,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesparse.checks.tflite_ops import OpInfo, TFLiteModel, effective_dims
+from edgesparse.runtime.tflite_file import OpInfo, TFLiteModel
 
 INT8 = ("int8", "uint8")
 ASSUMED_RUNTIME = 14     # the Edge TPU runtime that compiler 16.0 targets by default
@@ -91,6 +91,14 @@ VERSION_NOT_SUPPORTED = "Operation version not supported"
 UNSUPPORTED_DTYPE = "Operation is working on an unsupported data type"
 MORE_THAN_ONE_SUBGRAPH = "More than one subgraph is not supported"
 UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+
+
+def effective_dims(shape: tuple[int, ...]) -> int:
+    """Rank once leading size-1 dimensions are dropped: (1, 8, 8, 16) -> 3, (1, 10) -> 1."""
+    dims = list(shape)
+    while dims and dims[0] == 1:
+        dims.pop(0)
+    return len(dims)
 
 
 def too_many_dims(shape: tuple[int, ...], max_dims: int = 3) -> bool:

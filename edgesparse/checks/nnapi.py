@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgesparse.checks.tflite_ops import OpInfo, TFLiteModel
+from edgesparse.runtime.tflite_file import OpInfo, TFLiteModel
 
 ASSUMED_SDK = 30   # NNAPI 1.3, Android 11
 

@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 
-from edgesparse.errors import UserError
+from edgesparse.cli._files import save_model_atomically
+from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
+from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.passes.prune.pass_ import PruneConfig
+
+MODEL_HELP = "A Keras model file (.keras, .h5) or SavedModel folder."
 
 
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect)
-    app.command("prune")(prune)
+    app.command("prune")(command(prune, PRUNE_OPTIONS))
 
 
 def _load(model_path: Path):
@@ -28,7 +34,7 @@ def _load(model_path: Path):
     return model
 
 
-def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, .h5) or SavedModel folder.")):
+def inspect(model: Path = typer.Argument(..., help=MODEL_HELP)):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
     from edgesparse.graph.stats import count_macs, count_params
@@ -56,27 +62,11 @@ def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, 
                             ["layer", "why"], [[k, v] for k, v in graph.unprunable_layers.items()]))
 
 
-def prune(
-    model: Path = typer.Argument(..., help="A Keras model file (.keras, .h5) or SavedModel folder."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz or image folder; labels enable the fine-tune."),
-    macs: Optional[float] = typer.Option(None, "--macs", help="Fraction of MACs to KEEP (0.5 = at most half the MACs)."),
-    params: Optional[float] = typer.Option(None, "--params", help="Fraction of parameters to KEEP."),
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of channels to REMOVE, in [0, 1)."),
-    criterion: str = typer.Option("l1", "--criterion", "-c", help="l1, l2, bn_scale, taylor, activation, apoz, random, thinet."),
-    allocation: str = typer.Option("uniform", "--allocation", help="uniform, global or sensitivity."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target whose SIMD width sets the channel rounding."),
-    round_to: Optional[int] = typer.Option(None, "--round-to", help="Kept channel counts are multiples of this."),
-    min_channels: int = typer.Option(1, "--min-channels"),
-    steps: int = typer.Option(1, "--steps", help="Prune in this many steps."),
-    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="Default: 3 with labelled data, else 0."),
-    no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit."),
-    sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure per-group sensitivity (table and plot)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras)."),
-):
+def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optional[Path], **settings):
     """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
     from edgesparse.console import RichProgress, console, table
     from edgesparse.data import load_data
-    from edgesparse.passes.prune.pass_ import PruneConfig, PrunePass, config_problems
+    from edgesparse.passes.prune.pass_ import PrunePass, config_problems
     from edgesparse.pipeline import RunContext
     from edgesparse.state import ModelState
 
@@ -89,16 +79,12 @@ def prune(
         tgt = load_target(target)
     m = _load(model)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
-    epochs = finetune_epochs if finetune_epochs is not None else (3 if dataset.labelled else 0)
-    if allocation not in ("uniform", "global", "sensitivity"):
-        raise UserError(f"--allocation {allocation!r} is not one of uniform, global, sensitivity")
+    if settings["finetune_epochs"] is None:
+        settings["finetune_epochs"] = 3 if dataset.labelled else 0
     try:
-        config = PruneConfig(criterion=criterion, ratio=ratio, macs=macs, params=params,
-                             allocation=allocation, min_channels=min_channels, round_to=round_to,
-                             reconstruct=not no_reconstruct, steps=steps, finetune_epochs=epochs,
-                             sensitivity=sensitivity)
-    except ValueError as exc:      # pydantic.ValidationError is a ValueError
-        raise UserError(f"prune: {str(exc).splitlines()[0]}") from None
+        config = PruneConfig(**config_values(PruneConfig, settings))
+    except ValidationError as exc:
+        raise UserError(f"prune: {describe_validation_error(exc, as_option=True)}") from None
     problems = config_problems(config)
     if problems:
         raise UserError(f"prune: {problems[0]}")
@@ -107,18 +93,7 @@ def prune(
         ctx = RunContext(target=tgt, data=dataset, workdir=Path(work), progress=progress)
         state = PrunePass(config).run(state, ctx)
         facts = state.facts["prune"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=out.parent, prefix=f".{out.stem}-")
-        os.close(fd)
-        try:
-            state.model.save(tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; the model is an ordinary file
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_model_atomically(state.model, out)
         if "sensitivity" in facts and "plot" in facts["sensitivity"]:
             plot = out.with_name(out.stem + "-sensitivity.png")
             os.replace(Path(work) / facts["sensitivity"]["plot"], plot)
@@ -127,6 +102,21 @@ def prune(
         console.print(f"[bold yellow]warning:[/] {w}")
     _render(facts, console, table)
     console.print(f"wrote {out}")
+
+
+PRUNE_OPTIONS = [
+    parameter("model", Path, typer.Argument(..., help=MODEL_HELP)),
+    parameter("data", Optional[Path], typer.Option(None, "--data", "-d", help="An .npz or image folder; labels enable the fine-tune.")),
+    *(config_parameter(PruneConfig, f) for f in ("macs", "params", "ratio", ConfigOption("criterion", short="-c"), "allocation")),
+    parameter("target", Optional[str], typer.Option(None, "--target", "-t", help="Target whose SIMD width sets the channel rounding.")),
+    *(config_parameter(PruneConfig, f) for f in (
+        "round_to", "min_channels", "steps",
+        ConfigOption("finetune_epochs", default=None, help="epochs of fine-tuning after each step; "
+                                                         "default: 3 with labelled data, else 0"),
+        ConfigOption("reconstruct", negated=True, help="skip the least-squares refit of the following layers"),
+        "sensitivity")),
+    parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras).")),
+]
 
 
 def _render(facts: dict, console, table) -> None:

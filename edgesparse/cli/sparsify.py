@@ -7,7 +7,6 @@ This module is imported when the CLI starts: TensorFlow is imported inside the c
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -15,23 +14,22 @@ from typing import Optional
 
 import typer
 
-from edgesparse.errors import UserError
+from edgesparse.cli._files import save_model_atomically
+from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
+from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.files import check_writable
+from edgesparse.passes.sparsify.pass_ import SparsifyConfig
 
 MODEL_SUFFIXES = (".keras", ".h5")
 
 
-def _config(**params):
+def _config(settings: dict):
     from pydantic import ValidationError
 
-    from edgesparse.passes.sparsify.pass_ import SparsifyConfig
-
     try:
-        return SparsifyConfig(**{k: v for k, v in params.items() if v is not None})
+        return SparsifyConfig(**{k: v for k, v in config_values(SparsifyConfig, settings).items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"--{where.replace('_', '-')}: {msg}" if where else msg) from None
+        raise UserError(describe_validation_error(exc, as_option=True)) from None
 
 
 def _check_out(out: Path) -> None:
@@ -39,12 +37,7 @@ def _check_out(out: Path) -> None:
         raise UserError(f"--out {out} must end in .keras or .h5")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file path ending in .keras")
-    parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {out}: {probe} is not writable; choose another --out")
+    check_writable(out)
 
 
 def load_model(path: Path):
@@ -65,50 +58,35 @@ def load_model(path: Path):
         raise UserError(f"cannot load {path} as a tf_keras model: {exc}") from None
 
 
-def save_atomically(model, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.partial-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)          # Keras refuses to overwrite without asking; let it create the file
-        model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def sparsify(model: Path, data: Optional[Path], out: Optional[Path], json_out: bool, **settings):
+    """Zero out weights for size (post-training refit by default) and write the sparse model."""
+    cfg = _config(settings)
+    out = out if out is not None else Path(f"{model.stem}-sparse.keras")
+    _check_out(out)
+    state = run_sparsify(model, data, cfg)
+    from edgesparse.console import console
+
+    render(state, console)
+    save_model_atomically(state.model, out)
+    console.print(f"wrote {out}")
+    if json_out:
+        sys.stdout.write(json.dumps(state.facts.get("sparsify", {}), indent=2, default=str) + "\n")
+
+
+SPARSIFY_OPTIONS = [
+    parameter("model", Path, typer.Argument(..., help="A .keras / .h5 model (Keras 3 files are translated on import).")),
+    parameter("data", Optional[Path], typer.Option(None, "--data", "-d", help="An .npz or image folder; the training split is the calibration set.")),
+    *(config_parameter(SparsifyConfig, f) for f in (
+        ConfigOption("sparsity", short="-s"), ConfigOption("pattern", short="-p"),
+        ConfigOption("method", short="-m"), "criterion", "allocation", "epochs",
+        "calibration_samples", "sizes", "seed")),
+    parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output model (default <model>-sparse.keras here).")),
+    parameter("json_out", bool, typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout.")),
+]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("sparsify")
-    def sparsify(
-        model: Path = typer.Argument(..., help="A .keras / .h5 model (Keras 3 files are translated on import)."),
-        data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz or image folder; the training split is the calibration set."),
-        sparsity: Optional[float] = typer.Option(None, "--sparsity", "-s", help="Fraction of kernel weights to zero, in [0, 1) (default 0.9)."),
-        pattern: str = typer.Option("unstructured", "--pattern", "-p", help="'unstructured' or N:M, e.g. 2:4 (keep 2 of every 4 input channels)."),
-        method: str = typer.Option("refit", "--method", "-m", help="refit (post-training, no labels) or magnitude (tfmot, fine-tunes with labels)."),
-        criterion: str = typer.Option("obs", "--criterion", help="refit mask: obs, activation or magnitude."),
-        allocation: str = typer.Option("erk", "--allocation", help="budget across layers: erk or uniform."),
-        epochs: int = typer.Option(4, "--epochs", help="fine-tune epochs for --method magnitude."),
-        calibration_samples: int = typer.Option(2048, "--calibration-samples", help="calibration inputs for the refit."),
-        sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="convert to TFLite to report raw/gzip/sparse sizes."),
-        seed: int = typer.Option(0, "--seed"),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output model (default <model>-sparse.keras here)."),
-        json_out: bool = typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout."),
-    ):
-        """Zero out weights for size (post-training refit by default) and write the sparse model."""
-        cfg = _config(sparsity=sparsity, pattern=pattern, method=method, criterion=criterion,
-                      allocation=allocation, epochs=epochs, calibration_samples=calibration_samples,
-                      sizes=sizes, seed=seed)
-        out = out if out is not None else Path(f"{model.stem}-sparse.keras")
-        _check_out(out)
-        state = run_sparsify(model, data, cfg)
-        from edgesparse.console import console
-
-        render(state, console)
-        save_atomically(state.model, out)
-        console.print(f"wrote {out}")
-        if json_out:
-            sys.stdout.write(json.dumps(state.facts.get("sparsify", {}), indent=2, default=str) + "\n")
+    app.command("sparsify")(command(sparsify, SPARSIFY_OPTIONS))
 
 
 def run_sparsify(model_path: Path, data_path: Optional[Path], cfg):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgesparse.checks.tflite_ops import read_tflite
+from edgesparse.runtime.tflite_file import read_tflite
 from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, PlanContext, RunContext, register_pass
 from edgesparse.state import Artifact, ModelState
 

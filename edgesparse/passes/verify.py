@@ -18,7 +18,7 @@ from edgesparse.checks import COMPILER_NOT_RUN, check_artifact
 from edgesparse.errors import UserError
 from edgesparse.evaluate import predict
 from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, RunContext, register_pass
-from edgesparse.runtimes import load_artifact
+from edgesparse.runtime.artifact import RUNTIME_NAMES, open_artifact
 from edgesparse.state import ModelState
 from edgesparse.files import sha256_file
 
@@ -74,10 +74,10 @@ class Verify(Pass):
         for artifact in state.artifacts:
             task.update(description=f"verify {artifact.name}")
             try:
-                loaded = load_artifact(artifact.path, artifact.format, threads=target.threads)
-                out = loaded.run(x)
+                loaded = open_artifact(artifact.path, threads=target.threads, fmt=artifact.format)
+                out = loaded.predict(x)
             except Exception as exc:
-                runtime = "LiteRT" if artifact.format == "tflite" else "ONNX Runtime"
+                runtime = RUNTIME_NAMES.get(artifact.format, artifact.format)
                 raise UserError(f"{artifact.name} does not run in {runtime}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                                 "the export is broken, rerun with --debug and report it") from exc

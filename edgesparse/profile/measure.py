@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from edgesparse.profile.formats import sniff_format
+from edgesparse.runtime.sniff import sniff_format
 from edgesparse.files import sha256_file
 
 DEFAULTS = {

@@ -1,7 +1,8 @@
 """Child side of profiling: load a model in its runtime and time it.
 
 Runs only inside the measuring child (`python -m edgesparse.profile.measure`), after RLIMIT_AS is
-set. Imports numpy and one runtime, lazily; never TensorFlow.
+set. Imports numpy and one runtime, lazily; never TensorFlow. The artifact is opened with
+edgesparse.runtime.artifact, the same loader verify and release use.
 
 What is timed: for LiteRT, `invoke()` with the inputs set once beforehand (as TFLite's
 benchmark_model does); for onnxruntime, `session.run()` (which also allocates the outputs, there
@@ -18,6 +19,8 @@ import numpy as np
 
 from edgesparse.profile import device, energy
 from edgesparse.profile.stats import summarize_latencies
+from edgesparse.runtime.artifact import RuntimeUnavailable, open_artifact
+from edgesparse.runtime.tensors import ORT_DTYPES
 
 IDLE_SAMPLE_S = 0.5  # idle power floor measured before the timed runs, when a sensor exists
 
@@ -26,10 +29,6 @@ class BadInputs(ValueError):
     """Given inputs do not fit the model."""
 
     es_code = "bad_inputs"
-
-
-class RuntimeUnavailable(RuntimeError):
-    es_code = "runtime_unavailable"
 
 
 def rss_mb(field: str = "VmRSS") -> float | None:
@@ -50,78 +49,15 @@ def rss_mb(field: str = "VmRSS") -> float | None:
     return None
 
 
-class LiteRTRunner:
-    def __init__(self, path: str, threads: int | None, delegate: str | None,
-                 delegate_library: str | None):
-        try:
-            from ai_edge_litert import interpreter as litert
-        except ImportError:
-            raise RuntimeUnavailable("ai-edge-litert is not installed on this device") from None
-        import importlib.metadata
-
-        self.version = importlib.metadata.version("ai-edge-litert")
-        kwargs: dict = {"model_path": path, "num_threads": threads}
-        if delegate == "none":  # plain builtin kernels, XNNPACK off
-            kwargs["experimental_op_resolver_type"] = \
-                litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        elif delegate_library:  # an external delegate the agent operator allowlisted by name
-            kwargs["experimental_delegates"] = [litert.load_delegate(delegate_library)]
-        self.delegate = delegate or "default (XNNPACK)"
-        self.interpreter = litert.Interpreter(**kwargs)
-        for detail in self.interpreter.get_input_details():
-            signature = detail.get("shape_signature", detail["shape"])
-            if any(d < 0 for d in signature):  # dynamic batch from the converter: fix it to 1
-                fixed = [1 if d < 0 else int(d) for d in signature]
-                self.interpreter.resize_tensor_input(detail["index"], fixed)
-        self.interpreter.allocate_tensors()
-        self.inputs = [(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
-                       for d in self.interpreter.get_input_details()]
-
-    def set_inputs(self, arrays: list[np.ndarray]) -> None:
-        for detail, array in zip(self.interpreter.get_input_details(), arrays):
-            self.interpreter.set_tensor(detail["index"], array)
-
-    def run(self) -> None:
-        self.interpreter.invoke()
-
-
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-               "tensor(double)": np.float64, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-               "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-               "tensor(bool)": np.bool_}
-
-
-class OnnxRuntimeRunner:
-    def __init__(self, path: str, threads: int | None, delegate: str | None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeUnavailable("onnxruntime is not installed on this device") from None
-        self.version = ort.__version__
-        provider = delegate or "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            raise RuntimeUnavailable(f"execution provider {provider!r} is not available here; "
-                                     f"available: {', '.join(ort.get_available_providers())}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.delegate = provider
-        self.session = ort.InferenceSession(path, sess_options=options, providers=[provider])
-        self.inputs = []
-        for node in self.session.get_inputs():
-            if node.type not in _ORT_DTYPES:
-                raise BadInputs(f"input {node.name!r} has type {node.type}, not a tensor we "
-                                "can synthesize")
-            shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in node.shape)
-            self.inputs.append((node.name, shape, np.dtype(_ORT_DTYPES[node.type])))
-        self.feed: dict = {}
-
-    def set_inputs(self, arrays: list[np.ndarray]) -> None:
-        self.feed = {name: array for (name, _, _), array in zip(self.inputs, arrays)}
-
-    def run(self) -> None:
-        self.session.run(None, self.feed)
+def input_specs(artifact) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape it runs with, numpy dtype) of each input; refuses tensors we cannot make."""
+    specs = []
+    for spec in artifact.inputs:
+        if spec.dtype not in ORT_DTYPES.values():
+            raise BadInputs(f"input {spec.name!r} has type {spec.dtype}, not a tensor we "
+                            "can synthesize")
+        specs.append((spec.name, spec.fixed_shape, np.dtype(spec.dtype)))
+    return specs
 
 
 def synthetic_inputs(specs, seed: int) -> tuple[list[np.ndarray], dict]:
@@ -174,10 +110,11 @@ def _import_runtime(name: str) -> None:
         raise RuntimeUnavailable(f"{dist} is not installed on this device") from None
 
 
-def _make_runner(model_path: str, params: dict, delegate_library: str | None):
-    if params["runtime"] == "litert":
-        return LiteRTRunner(model_path, params["threads"], params["delegate"], delegate_library)
-    return OnnxRuntimeRunner(model_path, params["threads"], params["delegate"])
+def _open(model_path: str, params: dict, delegate_library: str | None):
+    # The child's fd 2 is its log, and the log is how a crash is explained: keep it (quiet=False).
+    return open_artifact(model_path, params["threads"], io="raw", delegate=params["delegate"],
+                         fmt="tflite" if params["runtime"] == "litert" else "onnx",
+                         delegate_library=delegate_library, quiet=False)
 
 
 def measure_model(model_path: str, params: dict, *, inputs_path: str | None = None,
@@ -189,23 +126,23 @@ def measure_model(model_path: str, params: dict, *, inputs_path: str | None = No
     import_s = time.perf_counter() - started
     rss_runtime = rss_mb()
     started = time.perf_counter()
-    runner = _make_runner(model_path, params, delegate_library)
+    artifact = _open(model_path, params, delegate_library)
     init_s = time.perf_counter() - started
     rss_loaded = rss_mb()
 
+    specs = input_specs(artifact)
     if inputs_path:
-        arrays, input_label = given_inputs(runner.inputs, inputs_path)
+        arrays, input_label = given_inputs(specs, inputs_path)
     else:
-        arrays, input_label = synthetic_inputs(runner.inputs, params["seed"])
-    input_label["tensors"] = [{"name": n, "shape": list(s), "dtype": str(d)}
-                              for n, s, d in runner.inputs]
-    runner.set_inputs(arrays)
+        arrays, input_label = synthetic_inputs(specs, params["seed"])
+    input_label["tensors"] = [{"name": n, "shape": list(s), "dtype": str(d)} for n, s, d in specs]
+    invoke = artifact.prepared(arrays)
 
     t = time.perf_counter()
-    runner.run()
+    invoke()
     first_s = time.perf_counter() - t
     for _ in range(params["warmup"]):
-        runner.run()
+        invoke()
 
     sensors = energy.discover_sensors()
     meter = energy.EnergyMeter(sensors[0]) if sensors else None
@@ -226,7 +163,7 @@ def measure_model(model_path: str, params: dict, *, inputs_path: str | None = No
     while len(latencies) < max_runs and (len(latencies) < runs
                                          or clock() - loop_start < min_seconds):
         t = clock()
-        runner.run()
+        invoke()
         latencies.append(clock() - t)
     energy_reading = meter.stop() if meter else None
     cpu_after = device.cpu_snapshot()
@@ -247,8 +184,8 @@ def measure_model(model_path: str, params: dict, *, inputs_path: str | None = No
     peak = rss_mb("VmHWM")
     return {
         "api": "v1",
-        "runtime": {"name": params["runtime"], "version": runner.version,
-                    "threads": params["threads"], "delegate": runner.delegate},
+        "runtime": {"name": params["runtime"], "version": artifact.version,
+                    "threads": params["threads"], "delegate": artifact.delegate},
         "inputs": input_label,
         "timing": timing,
         "memory": {

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.metadata as md
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesparse import __version__
-from edgesparse.release.artifact_io import IOSpec, RawModel, native_input, weight_sparsity
+from edgesparse.runtime.artifact import Artifact, open_artifact
+from edgesparse.runtime.tensors import TensorSpec, to_model_input
+from edgesparse.runtime.weights import weight_sparsity
 from edgesparse.files import sha256_file
+from edgesparse.report.schema import TOOLCHAIN, toolchain_versions
 
 MANIFEST_VERSION = 1
 TEST_DATA = "test_data"
 
-# Distribution name -> manifest key: the toolchain whose versions decide the artifact bytes.
-VERSIONED = {"tensorflow": "tensorflow", "tf-keras": "tf_keras", "ai-edge-litert": "litert",
-             "onnxruntime": "onnxruntime", "tensorflow-model-optimization": "tfmot",
-             "onnx": "onnx", "tf2onnx": "tf2onnx", "numpy": "numpy"}
 TIMING_KEYS = ("seconds",)
 
 
@@ -45,13 +41,8 @@ def input_digest(path: Path) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"edgesparse": __version__, "python": platform.python_version()}
-    for dist, key in VERSIONED.items():
-        try:
-            out[key] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[key] = None
-    return out
+    """The toolchain versions under the manifest's short keys, None for what is not installed."""
+    return {TOOLCHAIN.get(k, k): v for k, v in toolchain_versions().items()}
 
 
 def portable_report(report: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
@@ -94,11 +85,17 @@ def _save_npy(path: Path, array: np.ndarray) -> str:
     return path.name
 
 
-def write_test_data(root: Path, artifact: str, model: RawModel, sample: np.ndarray) -> dict[str, list[str]]:
+def open_released(path: Path, fmt: str | None = None) -> Artifact:
+    """An artifact as a release runs it: raw tensors (an int8 output stays int8, so test data
+    compares exactly) on one thread (the outputs must not depend on how work is split)."""
+    return open_artifact(path, threads=1, io="raw", fmt=fmt)
+
+
+def write_test_data(root: Path, artifact: str, model: Artifact, sample: np.ndarray) -> dict[str, list[str]]:
     """Feed `sample` through the artifact in its runtime; save input and outputs as raw tensors."""
     if len(model.inputs) != 1:
         raise ValueError(f"{artifact} has {len(model.inputs)} inputs; releases support single-input models")
-    x = native_input(sample, model.inputs[0])
+    x = to_model_input(sample, model.inputs[0])
     ys = model.run([x])
     rel = Path(TEST_DATA) / artifact
     ins = [(rel / f"input_{0}.npy").as_posix()]
@@ -110,11 +107,11 @@ def write_test_data(root: Path, artifact: str, model: RawModel, sample: np.ndarr
     return {"inputs": ins, "outputs": outs}
 
 
-def _io(specs: list[IOSpec]) -> list[dict[str, Any]]:
+def _io(specs: list[TensorSpec]) -> list[dict[str, Any]]:
     return [s.to_dict() for s in specs]
 
 
-def artifact_entry(path: Path, reported: dict[str, Any], model: RawModel, report: dict[str, Any],
+def artifact_entry(path: Path, reported: dict[str, Any], model: Artifact, report: dict[str, Any],
                    test_data: dict[str, Any]) -> dict[str, Any]:
     m = reported.get("metrics") or {}
     final = (report.get("model") or {}).get("final") or {}

@@ -11,7 +11,6 @@ runtimes (LiteRT, ONNX Runtime), not TensorFlow.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.errors import UserError
+from edgesparse.files import check_writable
 from edgesparse.release import manifest as mf
-from edgesparse.release.artifact_io import load_raw
 from edgesparse.release.isolated import build_in_fresh_process
 from edgesparse.release.modelcard import render_model_card
 from edgesparse.release.tarball import write_tarball
@@ -47,11 +46,7 @@ def check_version(version: str) -> str:
 def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the tarball (default dist/)")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {out}: {probe} is not writable; choose another --out")
+    check_writable(out)
 
 
 def write_sums(root: Path) -> None:
@@ -93,9 +88,9 @@ def assemble(stage: Path, built: Path, report: dict[str, Any], *, release_name: 
             raise RuntimeError(f"{name} changed after the build verified it (sha256 differs from report.json)")
         dst = stage / name
         shutil.copyfile(src, dst)
-        model_rt = load_raw(dst, a["format"])
+        model_rt = mf.open_released(dst, a["format"])
         if sample is None:
-            shape = input_shape or tuple(d if isinstance(d, int) else 1 for d in model_rt.inputs[0].shape[1:])
+            shape = input_shape or model_rt.inputs[0].fixed_shape[1:]
             sample, description = mf.reference_sample(data, shape, seed)
         test_data = {"sample": description, **mf.write_test_data(stage, name, model_rt, sample)}
         entries.append(mf.artifact_entry(dst, a, model_rt, report, test_data))

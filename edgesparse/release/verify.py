@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.release.artifact_io import RUNTIMES, load_raw
-from edgesparse.release.manifest import sha256_file
+from edgesparse.release.manifest import open_released, sha256_file
 from edgesparse.release.package import SUMS
 from edgesparse.release.tarball import extract_tarball
+from edgesparse.runtime.artifact import RUNTIME_NAMES
 
 FLOAT_TOLERANCE = 1e-5
 _SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
@@ -118,7 +118,7 @@ class _Checker:
         name = entry["file"]
         row = ArtifactResult(file=name)
         fmt = entry.get("format") or PurePosixPath(name).suffix.lstrip(".")
-        row.runtime = RUNTIMES.get(fmt, f"unknown format {fmt!r}")
+        row.runtime = RUNTIME_NAMES.get(fmt, f"unknown format {fmt!r}")
         if name not in self.present:
             row.hashes = "missing"
             if name not in self.changed:
@@ -134,8 +134,8 @@ class _Checker:
             self.problem(f"{name}: {row.bytes} bytes, manifest.json says {entry.get('bytes')}")
             self.changed.add(name)
         row.hashes = "changed" if name in self.changed else "ok"
-        if fmt not in RUNTIMES or name in self.changed:
-            if fmt not in RUNTIMES:
+        if fmt not in RUNTIME_NAMES or name in self.changed:
+            if fmt not in RUNTIME_NAMES:
                 self.problem(f"{name}: unknown format {fmt!r} in manifest.json; expected tflite or onnx")
             return row
         self._run(entry, row, fmt)
@@ -144,7 +144,7 @@ class _Checker:
     def _run(self, entry: dict[str, Any], row: ArtifactResult, fmt: str) -> None:
         name = row.file
         try:
-            model = load_raw(self.present[name], fmt)
+            model = open_released(self.present[name], fmt)
         except Exception as exc:  # noqa: BLE001 - any load failure is the finding
             row.loads = "no"
             self.problem(f"{name} does not load in {row.runtime}: {_first_line(exc)}")

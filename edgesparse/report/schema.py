@@ -12,16 +12,23 @@ from edgesparse.files import sha256_file
 SCHEMA_VERSION = "1.0"
 
 
-def _versions() -> dict[str, str]:
+# The toolchain whose versions decide the artifact bytes: distribution -> the short key a
+# release manifest uses for it (report.json keys them by distribution name).
+TOOLCHAIN = {"tensorflow": "tensorflow", "tf-keras": "tf_keras", "ai-edge-litert": "litert",
+             "onnxruntime": "onnxruntime", "tensorflow-model-optimization": "tfmot",
+             "onnx": "onnx", "tf2onnx": "tf2onnx", "numpy": "numpy"}
+
+
+def toolchain_versions() -> dict[str, str | None]:
+    """edgesparse, python, then each TOOLCHAIN distribution by name (None: not installed)."""
     import importlib.metadata as md
 
-    out = {"edgesparse": __version__, "python": platform.python_version()}
-    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
-                 "onnxruntime", "onnx", "tf2onnx"):
+    out: dict[str, str | None] = {"edgesparse": __version__, "python": platform.python_version()}
+    for dist in TOOLCHAIN:
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
-            pass
+            out[dist] = None
     return out
 
 
@@ -83,5 +90,5 @@ def build_report(*, state, records, target, recipe, data, seconds: float, workdi
         "profile": profile or {"estimates": {}, "measured": {}},
         "warnings": list(state.warnings),
         "seconds": round(seconds, 2),
-        "versions": _versions(),
+        "versions": {k: v for k, v in toolchain_versions().items() if v is not None},
     }

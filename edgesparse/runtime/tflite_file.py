@@ -5,6 +5,7 @@ We read the flatbuffer directly (the schema module ships inside ai_edge_litert) 
 an Interpreter, because the Interpreter does not expose operator *versions*, builtin options
 (fused activations, dilations) or `shape_signature` of intermediate tensors, and every delegate
 check (NNAPI, Edge TPU) depends on them. No TensorFlow import: this also runs on a device.
+This is the one flatbuffer reader: the checks, the export pass and weight sparsity all use it.
 """
 from __future__ import annotations
 
@@ -202,10 +203,3 @@ def read_tflite(source: str | Path | bytes) -> TFLiteModel:
         outputs=tuple(int(v) for v in graph.OutputsAsNumpy()),
         subgraphs=int(model.SubgraphsLength()), constant_values=constant_values)
 
-
-def effective_dims(shape: tuple[int, ...]) -> int:
-    """Rank once leading size-1 dimensions are dropped: (1, 8, 8, 16) -> 3, (1, 10) -> 1."""
-    dims = list(shape)
-    while dims and dims[0] == 1:
-        dims.pop(0)
-    return len(dims)
