@@ -122,15 +122,15 @@ class PrunePass(Pass):
         if problems:
             raise UserError(f"prune: {problems[0]}")
         data = ctx.data
-        if not getattr(data, "real", True):
+        if not data.real:
             state.warn("prune: calibration inputs are synthetic; data-aware criteria and the "
                        "reconstruction fit noise. Pass --data for a faithful result.")
-        labelled = bool(getattr(data, "labelled", False))
+        labelled = data.labelled
         if needs_labels(c) and not labelled:
             raise UserError("prune: this configuration needs labelled data (taylor criterion or fine-tuning); "
                             "pass --data with labels")
         kind = next(k for k in ("ratio", "macs", "params") if getattr(c, k) is not None)
-        round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)
+        round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)   # `edgesparse prune` may have no target
         settings = Settings(
             budget=Budget(kind, float(getattr(c, kind))), criterion=c.criterion, allocation=c.allocation,
             min_channels=c.min_channels, round_to=round_to, reconstruct=c.reconstruct, steps=c.steps,
@@ -139,8 +139,7 @@ class PrunePass(Pass):
             per_group=c.per_group)
         d = Data(x_calib=data.x_calib[: c.calibration_samples],
                  x_train=data.x_train if labelled else None, y_train=data.y_train if labelled else None,
-                 x_val=getattr(data, "x_val", None) if labelled else None,
-                 y_val=getattr(data, "y_val", None) if labelled else None)
+                 x_val=data.x_val if labelled else None, y_val=data.y_val if labelled else None)
         result = prune(state.model, settings, d, ctx.progress, ctx.workdir)
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)
