@@ -90,7 +90,7 @@ class _KeepModels(Instrument):
     def __init__(self):
         self.models = []
 
-    def after_pass(self, p, state, ctx, record):
+    def after_pass(self, p, state, ctx):
         self.models.append(state.model)
 
 

@@ -1,29 +1,38 @@
-"""`edgesparse.build(...)`: the library call behind `edgesparse build`.
+"""`edgesparse.build(...)`: the library call behind `edgesparse build`, in two halves.
 
-Order matters here: everything that can be checked cheaply (target, recipe, output folder,
-model file, data shapes, the pass plan) is checked before the first pass runs.
+`plan_build(...) -> BuildPlan` does everything that can fail in the first second: the target,
+the recipe, the output folder, the agents, the model, the data, the pass plan and the warnings.
+`run_plan(plan, strength, overrides) -> Attempt` runs the pipeline once into a folder and judges
+the result against the accuracy budget. `build` plans, lets a search strategy call `run_plan`
+(today the accuracy back-off, `edgesparse/search/backoff.py`), then trains the control,
+profiles and writes the report.
 """
 from __future__ import annotations
 
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from edgesparse.search.backoff import Attempt, can_back_off, primary_artifact, promote, scaled_pipeline, search
+from pydantic import ValidationError
+
 from edgesparse.data import Dataset, load_data
-from edgesparse.errors import BudgetError, UserError
+from edgesparse.errors import UserError
 from edgesparse.evaluate import measure_model
 from edgesparse.outdir import check_writable, staged_output
+from edgesparse.pipeline import (DataInfo, Instrument, Pass, PassRecord, Pipeline, Progress, ProgressInstrument,
+                                 RecordsInstrument, RunContext, SilentProgress)
 from edgesparse.profile.attach import check_agents, estimates, measure
-from edgesparse.pipeline import (DataInfo, Instrument, MetricsInstrument, PassRecord, Pipeline,
-                                 Progress, ProgressInstrument, RunContext, SilentProgress)
 from edgesparse.recipe import Recipe, recipe_for
+from edgesparse.search.backoff import (Attempt, back_off, budget_failure, budget_summary, can_back_off,
+                                       primary_artifact, promote, scaled_pipeline)
 from edgesparse.state import Artifact, ModelState
 from edgesparse.targets import Target, load_target
 
-
 DEFAULT_MAX_ACCURACY_DROP = 1.0   # points; issue: users state "at most 1 point lost"
+
+Overrides = Mapping[str, Mapping[str, Any]]   # pass name -> config fields, e.g. {"prune": {"per_group": {...}}}
 
 
 @dataclass
@@ -36,6 +45,59 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """Build-wide switches that are not part of the recipe."""
+
+    control_from_scratch: bool = False      # also train the compressed architecture from scratch
+    profile_agents: tuple[str, ...] = ()    # agent URLs that measure the artifacts
+    token_file: Path | None = None          # the agents' bearer token
+    profile_local: bool = False             # also measure the artifacts on this machine
+
+    @classmethod
+    def of(cls, options: "BuildOptions | Mapping[str, Any] | None") -> "BuildOptions":
+        """Options as given: a BuildOptions, None, or the dict form older callers pass."""
+        if options is None or isinstance(options, cls):
+            return options or cls()
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise UserError(f"unknown build option {unknown[0]!r}; known options: {', '.join(known)}")
+        token = options.get("token_file")
+        return cls(control_from_scratch=bool(options.get("control_from_scratch")),
+                   profile_agents=tuple(options.get("profile_agents") or ()),
+                   token_file=None if token is None else Path(token),
+                   profile_local=bool(options.get("profile_local")))
+
+
+@dataclass
+class BuildPlan:
+    """A build checked and ready to run, as many times as a search likes."""
+
+    target: Target
+    recipe: Recipe
+    pipeline: Pipeline
+    data: Dataset
+    name: str                       # artifact file stem
+    source: dict[str, Any]          # how the model was loaded
+    out: Path
+    options: BuildOptions
+    budget: float | None            # enforced accuracy budget in points, or None
+    warnings: list[str]
+    progress: Progress
+    instruments: list[Instrument]
+    started: float                  # perf_counter at planning: the report's build time
+    model: Any                      # the loaded model; the first run uses it as it is
+    pristine: Any                   # a copy taken before any pass trained in place
+
+    def fresh_model(self):
+        """The model a run starts from: the loaded one first, then copies of the pristine one."""
+        from edgesparse.graph.functional import clone_with_weights
+
+        model, self.model = self.model, None
+        return model if model is not None else clone_with_weights(self.pristine)
+
+
 def default_out(model_path: Path, target: Target) -> Path:
     return Path("out") / f"{model_path.stem}-{target.name}"
 
@@ -45,8 +107,8 @@ def _data_info(data: Dataset, num_classes: int) -> DataInfo:
                     input_shape=tuple(data.x_calib.shape[1:]), num_classes=num_classes)
 
 
-def _plan(recipe: Recipe) -> Pipeline:
-    """The import pass always runs first (once), whatever the recipe lists."""
+def pipeline_for(recipe: Recipe) -> Pipeline:
+    """The recipe's passes; the import pass always runs first (once), whatever the recipe lists."""
     from edgesparse.passes.importer import ImportPass
 
     passes = list(recipe.passes)
@@ -55,36 +117,23 @@ def _plan(recipe: Recipe) -> Pipeline:
     return Pipeline(passes)
 
 
-def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
-          recipe: str | Path | None = None, out: str | Path | None = None,
-          progress: Progress | None = None, instruments: Iterable[Instrument] = (),
-          options: dict[str, Any] | None = None) -> BuildResult:
-    """Compress `model` for `target` and write verified artifacts and a report into `out`.
-
-    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, or a SavedModel folder.
-    target:  a built-in target name (rpi4, android-nnapi, coral) or a target YAML path.
-    data:    an `.npz` (x_train/y_train[/x_val/y_val] or x/y) or a folder of class folders;
-             None means synthetic calibration inputs and no accuracy figures.
-    recipe:  a recipe YAML; None means the target's default recipe.
-    out:     the output folder (default out/<model>-<target>); written atomically.
-    options: build-wide switches: {"control_from_scratch": bool, "profile_agents": [URL, ...],
-             "token_file": Path, "profile_local": bool}.
-    """
-    from edgesparse._tf import keras
+def plan_build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
+               recipe: str | Path | None = None, out: str | Path | None = None,
+               progress: Progress | None = None, instruments: Iterable[Instrument] = (),
+               options: BuildOptions | Mapping[str, Any] | None = None) -> BuildPlan:
+    """Check everything that can be checked before work; raise UserError on the first problem.
+    Parameters as for `build`. Nothing is written."""
     from edgesparse.frontends.keras import load_model
     from edgesparse.graph.functional import clone_with_weights
-    from edgesparse.report import build_report, write_reports
 
     started = time.perf_counter()
-    progress = progress or SilentProgress()
     target = target if isinstance(target, Target) else load_target(target)
     recipe_obj = recipe_for(target, recipe)
     model_path = Path(model)
     out_path = Path(out) if out is not None else default_out(model_path, target)
     check_writable(out_path)
-    options = dict(options or {})
-    agents = list(options.get("profile_agents") or [])
-    check_agents(agents, options.get("token_file"))
+    opts = BuildOptions.of(options)
+    check_agents(list(opts.profile_agents), opts.token_file)
 
     keras_model, source = load_model(model_path)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
@@ -92,14 +141,13 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
     dataset = load_data(data, input_shape, num_classes, seed=recipe_obj.spec.seed)
 
     recipe_obj, skipped = recipe_obj.for_data(dataset.real, dataset.labelled)
-    pipeline = _plan(recipe_obj)
+    pipeline = pipeline_for(recipe_obj)
     problems = pipeline.validate(target, _data_info(dataset, num_classes))
     budget = _budget(recipe_obj, dataset)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"{recipe_obj.origin}: {problems[0]}{more}")
 
-    name = model_path.stem.replace(" ", "_")
     warnings: list[str] = []
     if not dataset.real:
         warnings.append("no --data given: calibration uses synthetic inputs, so int8 accuracy is unknown "
@@ -111,56 +159,109 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
                         "labelled data (nothing could check their accuracy); pass --data with labels")
     if target.deprecation:
         warnings.append(target.deprecation)
-    pristine = clone_with_weights(keras_model)   # passes train in place; back-off restarts from this
-    first_model = [keras_model]                  # the first attempt uses the model already loaded
+    return BuildPlan(target=target, recipe=recipe_obj, pipeline=pipeline, data=dataset,
+                     name=model_path.stem.replace(" ", "_"), source=source, out=out_path, options=opts,
+                     budget=budget, warnings=warnings, progress=progress or SilentProgress(),
+                     instruments=list(instruments), started=started, model=keras_model,
+                     pristine=clone_with_weights(keras_model))   # passes train in place
 
-    failure: UserError | None = None
-    with staged_output(out_path) as workdir:
-        def run_attempt(strength: float, sub: Path) -> Attempt:
-            sub.mkdir()
-            # Every attempt starts from the recipe's seed: training passes (prune fine-tune, distill,
-            # qat, dropout) are then repeatable, and back-off attempts differ only in strength.
-            keras.utils.set_random_seed(recipe_obj.spec.seed)
-            model_now = first_model.pop() if first_model else clone_with_weights(pristine)
-            state = ModelState(model=model_now, name=name, source=source)
-            for w in warnings:
-                state.warn(w)
-            ctx = RunContext(target=target, data=dataset, workdir=sub, seed=recipe_obj.spec.seed,
-                             progress=progress, options=options)
-            ins = [MetricsInstrument(measure_model),
-                   ProgressInstrument(progress, len(pipeline.passes)), *instruments]
-            pipe, _ = scaled_pipeline(pipeline, strength)
-            step = None if strength >= 1.0 else f"back-off strength {strength:.3g}"
-            state, records = pipe.run(state, ctx, ins, step=step)
-            return _judge(strength, sub, state, records, target, budget)
 
-        best, attempts = search(run_attempt, workdir, recipe_obj.spec.max_backoff_steps,
-                                adjustable=budget is not None and can_back_off(pipeline))
+def run_plan(plan: BuildPlan, strength: float = 1.0, overrides: Overrides | None = None,
+             folder: Path | None = None) -> Attempt:
+    """Run the plan's pipeline once, with every scalable pass at `strength` and the given pass
+    config overrides, into `folder` (a new temporary folder when None), and judge the result."""
+    from edgesparse._tf import keras
+
+    folder = Path(tempfile.mkdtemp(prefix="edgesparse-run-")) if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline, _ = scaled_pipeline(with_overrides(plan.pipeline, overrides), strength)
+    # Every run starts from the recipe's seed: training passes (prune fine-tune, distill, qat,
+    # dropout) are then repeatable, and back-off attempts differ only in strength.
+    keras.utils.set_random_seed(plan.recipe.spec.seed)
+    state = ModelState(model=plan.fresh_model(), name=plan.name, source=plan.source)
+    for w in plan.warnings:
+        state.warn(w)
+    ctx = RunContext(target=plan.target, data=plan.data, workdir=folder, seed=plan.recipe.spec.seed,
+                     progress=plan.progress)
+    records = RecordsInstrument(measure_model, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}")
+    state = pipeline.run(state, ctx, [ProgressInstrument(plan.progress, len(pipeline.passes)),
+                                      *plan.instruments, records])
+    return judge(strength, folder, state, records.records, plan.target, plan.budget)
+
+
+def with_overrides(pipeline: Pipeline, overrides: Overrides | None) -> Pipeline:
+    """A copy of the pipeline whose named passes have these config fields replaced (validated)."""
+    if not overrides:
+        return pipeline
+    names = [p.name for p in pipeline.passes]
+    for name in overrides:
+        if name not in names:
+            raise UserError(f"override for {name!r}, but the plan has no such pass; it has {', '.join(names)}")
+
+    def override(p: Pass) -> Pass:
+        if p.name not in overrides:
+            return p
+        try:
+            return type(p)(p.Config(**{**p.config.model_dump(), **overrides[p.name]}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UserError(f"override for {p.name}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return Pipeline([override(p) for p in pipeline.passes])
+
+
+def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
+          recipe: str | Path | None = None, out: str | Path | None = None,
+          progress: Progress | None = None, instruments: Iterable[Instrument] = (),
+          options: BuildOptions | Mapping[str, Any] | None = None) -> BuildResult:
+    """Compress `model` for `target` and write verified artifacts and a report into `out`.
+
+    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, or a SavedModel folder.
+    target:  a built-in target name (rpi4, android-nnapi, coral) or a target YAML path.
+    data:    an `.npz` (x_train/y_train[/x_val/y_val] or x/y) or a folder of class folders;
+             None means synthetic calibration inputs and no accuracy figures.
+    recipe:  a recipe YAML; None means the target's default recipe.
+    out:     the output folder (default out/<model>-<target>); written atomically.
+    options: a BuildOptions (or the same as a dict: {"control_from_scratch": bool,
+             "profile_agents": [URL, ...], "token_file": Path, "profile_local": bool}).
+    """
+    plan = plan_build(model, target, data, recipe, out, progress, instruments, options)
+    failure = None
+    with staged_output(plan.out) as workdir:
+        best, attempts = back_off(plan, workdir, run_plan)
         chosen = best or attempts[-1]
         promote(best, workdir)
         if best is None:
-            failure = _budget_failure(attempts, budget, can_back_off(pipeline))
+            failure = budget_failure(attempts, plan.budget, can_back_off(plan.pipeline))
             chosen.state.artifacts = []   # nothing over budget ships; the report says what was tried
-        if options.get("control_from_scratch") and best is not None:
-            from edgesparse.control import train_from_scratch
-
-            chosen.state.record("control", **train_from_scratch(chosen.state, chosen.records, dataset,
-                                                                recipe_obj.spec.seed, progress))
-        profile = {"estimates": estimates(chosen.state.artifacts, target, chosen.macs),
-                   "measured": measure(chosen.state.artifacts, target, chosen.macs, agents,
-                                       options.get("token_file"), bool(options.get("profile_local")),
-                                       progress)}
-        report = build_report(state=chosen.state, records=chosen.records, target=target,
-                              recipe=recipe_obj, data=dataset, seconds=time.perf_counter() - started,
-                              workdir=workdir, budget=_budget_summary(budget, attempts, best),
-                              trajectory=[r for a in attempts for r in a.records],
-                              status="ok" if failure is None else f"failed: {failure}",
-                              profile=profile)
-        write_reports(report, workdir)
+        report = _finish(plan, chosen, best, attempts, workdir,
+                         status="ok" if failure is None else f"failed: {failure}")
     if failure is not None:
         raise failure
-    artifacts = [_moved(a, workdir, out_path) for a in chosen.state.artifacts]
-    return BuildResult(out=out_path, report=report, artifacts=artifacts, warnings=list(chosen.state.warnings))
+    artifacts = [_moved(a, workdir, plan.out) for a in chosen.state.artifacts]
+    return BuildResult(out=plan.out, report=report, artifacts=artifacts, warnings=list(chosen.state.warnings))
+
+
+def _finish(plan: BuildPlan, chosen: Attempt, best: Attempt | None, attempts: list[Attempt],
+            workdir: Path, status: str) -> dict[str, Any]:
+    """After the search: the control run, estimates and profiles, then report.json / .md / .html."""
+    from edgesparse.report import build_report, write_reports
+
+    opts = plan.options
+    if opts.control_from_scratch and best is not None:
+        from edgesparse.control import train_from_scratch
+
+        chosen.state.record("control", **train_from_scratch(chosen.state, chosen.records, plan.data,
+                                                            plan.recipe.spec.seed, plan.progress))
+    profile = {"estimates": estimates(chosen.state.artifacts, plan.target, chosen.macs),
+               "measured": measure(chosen.state.artifacts, plan.target, chosen.macs, list(opts.profile_agents),
+                                   opts.token_file, opts.profile_local, plan.progress)}
+    report = build_report(state=chosen.state, records=chosen.records, target=plan.target,
+                          recipe=plan.recipe, data=plan.data, seconds=time.perf_counter() - plan.started,
+                          workdir=workdir, budget=budget_summary(plan.budget, attempts, best),
+                          trajectory=[r for a in attempts for r in a.records], status=status,
+                          profile=profile)
+    write_reports(report, workdir)
+    return report
 
 
 def _budget(recipe: Recipe, data: Dataset) -> float | None:
@@ -174,8 +275,9 @@ def _budget(recipe: Recipe, data: Dataset) -> float | None:
     return DEFAULT_MAX_ACCURACY_DROP if data.labelled else None
 
 
-def _judge(strength: float, sub: Path, state: ModelState, records: list[PassRecord], target: Target,
-           budget: float | None) -> Attempt:
+def judge(strength: float, folder: Path, state: ModelState, records: list[PassRecord], target: Target,
+          budget: float | None) -> Attempt:
+    """One run's result: the primary artifact's accuracy against the imported model's."""
     reference = records[0].metrics.get("accuracy") if records else None
     final = {k: v for r in records for k, v in r.metrics.items()}
     primary = primary_artifact(state, target)
@@ -186,22 +288,7 @@ def _judge(strength: float, sub: Path, state: ModelState, records: list[PassReco
                    params=final.get("params"),
                    bytes=primary.path.stat().st_size if primary is not None else None,
                    artifact=primary.path.name if primary is not None else None,
-                   workdir=sub, state=state, records=records)
-
-
-def _budget_failure(attempts: list[Attempt], budget: float, adjustable: bool) -> BudgetError:
-    tried = "; ".join(f"strength {a.strength:.3g}: {a.drop} points lost" for a in attempts)
-    fix = ("loosen max_accuracy_drop, add a distill pass, or compress less" if adjustable else
-           "no pass in the recipe can be scaled back (prune, sparsify); loosen max_accuracy_drop "
-           "or change the recipe")
-    return BudgetError(f"accuracy budget of {budget} points not met ({tried}); {fix}. "
-                       "The report in --out shows every attempt")
-
-
-def _budget_summary(budget: float | None, attempts: list[Attempt], best: Attempt | None) -> dict[str, Any]:
-    return {"max_accuracy_drop": budget, "enforced": budget is not None,
-            "met": best is not None, "chosen_strength": None if best is None else best.strength,
-            "attempts": [a.summary() for a in attempts]}
+                   workdir=folder, state=state, records=records)
 
 
 def _moved(artifact: Artifact, workdir: Path, out: Path) -> Artifact:
@@ -214,4 +301,4 @@ def _moved(artifact: Artifact, workdir: Path, out: Path) -> Artifact:
     return artifact
 
 
-__all__ = ["build", "BuildResult", "PassRecord"]
+__all__ = ["build", "plan_build", "run_plan", "BuildPlan", "BuildOptions", "BuildResult", "PassRecord"]

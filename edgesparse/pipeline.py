@@ -12,20 +12,44 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from edgesparse.state import ModelState
 
-# What a pass may need. Data needs are checked against the data the user gave;
-# state needs ("artifacts", "quant_plan") against what earlier passes produce.
+if TYPE_CHECKING:
+    from edgesparse.data import Dataset
+    from edgesparse.targets import Target
+
+# What a pass may need. The data need is checked against the data the user gave; state needs
+# against what earlier passes produce. There is no "calibration" need: every build has
+# calibration inputs (real ones, or synthetic ones with a warning), so nothing could fail it;
+# whether synthetic inputs are good enough is each pass's own `check` (distill, qat, sparsify).
 LABELS = "labels"              # labelled training/validation data
-CALIBRATION = "calibration"    # input samples (real, or synthetic with a loud warning)
-TEACHER = "teacher"            # a reference model to learn from (the imported model by default)
+TEACHER = "teacher"            # a reference model to learn from: the model as imported
 ARTIFACTS = "artifacts"        # exported files
-DATA_NEEDS = {LABELS, CALIBRATION, TEACHER}
+QUANT_PLAN = "quant_plan"      # state.quant_plan: what export builds
+DATA_NEEDS = {LABELS}
+
+# How to satisfy a state need nothing earlier produces, in the words of a recipe.
+NEED_FIXES = {
+    TEACHER: "the import pass keeps the imported model as the teacher; run the pass after import",
+    ARTIFACTS: "add an export pass before it",
+    QUANT_PLAN: "add a quantize pass before it (precisions: [fp32] for float artifacts only)",
+}
+
+
+class Stage(IntEnum):
+    """Passes run in non-decreasing stage order."""
+
+    IMPORT = 0       # the metrics measured after this stage are the baseline
+    TRANSFORM = 1    # prune, sparsify, distill: edit or retrain the working model
+    QUANTIZE = 2     # qat, quantize: decide and prepare the artifacts' precisions
+    EXPORT = 3
+    VERIFY = 4
 
 
 class PassConfig(BaseModel):
@@ -83,7 +107,7 @@ class DataInfo:
 class PlanContext:
     """Everything `Pass.check` may look at before any work starts."""
 
-    target: Any                     # edgesparse.targets.Target
+    target: "Target"
     data: DataInfo
     passes: list["Pass"]
     index: int                      # position of the pass being checked
@@ -99,12 +123,11 @@ class PlanContext:
 class RunContext:
     """What a running pass may use: the target, the data, a private work folder, progress."""
 
-    target: Any                     # edgesparse.targets.Target
-    data: Any                       # edgesparse.data.Dataset
+    target: "Target"
+    data: "Dataset"
     workdir: Path                   # the (temporary) output folder; artifacts go here
     seed: int = 0
     progress: Progress = field(default_factory=SilentProgress)
-    options: dict[str, Any] = field(default_factory=dict)   # build-wide options (e.g. control runs)
 
 
 # ----------------------------------------------------------------------------- passes
@@ -115,11 +138,10 @@ class Pass:
 
     name:           the key used in recipes.
     Config:         a PassConfig subclass (pydantic): the pass's parameters.
-    needs:          subset of {LABELS, CALIBRATION, TEACHER, ARTIFACTS}.
+    needs:          subset of {LABELS, TEACHER, ARTIFACTS, QUANT_PLAN}.
     produces:       what later passes may rely on (e.g. {ARTIFACTS}).
     changes_model:  True when the pass edits the working model (metrics are re-measured after it).
-    stage:          passes run in non-decreasing stage order: 0 import, 1 model transforms,
-                    2 quantize, 3 export, 4 verify.
+    stage:          a `Stage`; passes run in non-decreasing stage order.
     """
 
     name: ClassVar[str]
@@ -127,7 +149,7 @@ class Pass:
     needs: ClassVar[frozenset[str]] = frozenset()
     produces: ClassVar[frozenset[str]] = frozenset()
     changes_model: ClassVar[bool] = False
-    stage: ClassVar[int] = 1
+    stage: ClassVar[Stage] = Stage.TRANSFORM
     summary: ClassVar[str] = ""
 
     def __init__(self, config: PassConfig | None = None, **params: Any):
@@ -138,6 +160,13 @@ class Pass:
         return []
 
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:  # pragma: no cover - abstract
+        """Do the work and return the state.
+
+        The mutation contract: a pass may change `state` and mutate `state.model` in place
+        (train it, replace its weights) and return the same object; it must never touch
+        `state.reference` or any model it did not get from the state. The pipeline's owner
+        keeps the copies it needs: the build clones the imported model before the first
+        attempt and starts every back-off attempt from a fresh clone."""
         raise NotImplementedError
 
     def scaled(self, strength: float) -> "Pass | None":
@@ -177,25 +206,39 @@ class PassRecord:
 
 
 class Instrument:
-    """Observes pass runs. Override what you need; instruments must not change the state."""
+    """Observes pass runs (TVM's PassInstrument). Override what you need; instruments must not
+    change the state. Instruments nest like context managers: `before_pass` hooks run in list
+    order, `after_pass` hooks in reverse, so the last instrument sits closest to the pass.
+    A nested pipeline is observed pass by pass, not as one pass."""
 
     def before_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
         pass
 
-    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext, record: PassRecord) -> None:
+    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
         pass
 
 
-class MetricsInstrument(Instrument):
-    """After import (the baseline) and after every pass that changes the model: params, MACs
-    and (with labels) Keras accuracy."""
+class RecordsInstrument(Instrument):
+    """The report's record of every pass run: config, seconds inside `run` (TVM's
+    PassTimingInstrument; list it last so no other hook is timed), and after import (the baseline) and every pass that changes the
+    model, the metrics `measure` gives (params, MACs and, with labels, Keras accuracy)."""
 
-    def __init__(self, measure: Callable[[ModelState, RunContext], dict[str, Any]]):
+    def __init__(self, measure: Callable[[ModelState, RunContext], dict[str, Any]] | None = None,
+                 step: str | None = None):
         self.measure = measure
+        self.step = step
+        self.records: list[PassRecord] = []
+        self._started = 0.0
 
-    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext, record: PassRecord) -> None:
-        if p.changes_model or p.stage == 0:
+    def before_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
+        self._started = time.perf_counter()
+
+    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
+        record = PassRecord(name=p.name, config=p.config.model_dump(mode="json"), step=self.step,
+                            seconds=round(time.perf_counter() - self._started, 3))
+        if self.measure is not None and (p.changes_model or p.stage == Stage.IMPORT):
             record.metrics.update(self.measure(state, ctx))
+        self.records.append(record)
 
 
 class ProgressInstrument(Instrument):
@@ -208,18 +251,36 @@ class ProgressInstrument(Instrument):
     def before_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
         self.overall.update(description=f"pass: {p.name}")
 
-    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext, record: PassRecord) -> None:
+    def after_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
         self.overall.advance(1)
 
 
 # ----------------------------------------------------------------------------- pipeline
 
 
-class Pipeline:
-    """An ordered list of passes; composition is itself a pass-shaped object."""
+class PipelineConfig(PassConfig):
+    """A pipeline's parameters are its passes' configs."""
+
+
+class Pipeline(Pass):
+    """An ordered list of passes, and itself a pass: `run(state, ctx) -> state`, with the needs
+    its passes do not produce for each other, and what they produce."""
+
+    name = "pipeline"
+    Config = PipelineConfig
 
     def __init__(self, passes: Iterable[Pass]):
+        super().__init__()
         self.passes = list(passes)
+        produced: set[str] = set()
+        needs: set[str] = set()
+        for p in self.passes:
+            needs |= set(p.needs) - produced
+            produced |= p.produces
+        self.needs = frozenset(needs)
+        self.produces = frozenset(produced)
+        self.changes_model = any(p.changes_model for p in self.passes)
+        self.stage = min((p.stage for p in self.passes), default=Stage.TRANSFORM)
 
     def validate(self, target: Any, data: DataInfo) -> list[str]:
         """Every problem with this plan, found before any work. Empty list: go."""
@@ -235,27 +296,27 @@ class Pipeline:
             if LABELS in p.needs and not data.labelled:
                 problems.append(f"{where} needs labelled data; pass --data with x/y labels "
                                 "or remove the pass from the recipe")
-            for need in p.needs - DATA_NEEDS:
+            for need in sorted(p.needs - DATA_NEEDS):
                 if need not in produced:
-                    problems.append(f"{where} needs {need} from an earlier pass, and none produces it")
+                    fix = NEED_FIXES.get(need, "add a pass that produces it before this one")
+                    problems.append(f"{where} needs {need} from an earlier pass, and none produces it; {fix}")
             plan = PlanContext(target=target, data=data, passes=self.passes, index=i)
             problems.extend(f"{where}: {msg}" for msg in p.check(plan))
             produced |= p.produces
         return problems
 
-    def run(self, state: ModelState, ctx: RunContext,
-            instruments: Iterable[Instrument] = (), step: str | None = None
-            ) -> tuple[ModelState, list[PassRecord]]:
+    def run(self, state: ModelState, ctx: RunContext, instruments: Iterable[Instrument] = ()) -> ModelState:
         instruments = list(instruments)
-        records: list[PassRecord] = []
         for p in self.passes:
-            record = PassRecord(name=p.name, config=p.config.model_dump(mode="json"), step=step)
+            if isinstance(p, Pipeline):
+                state = p.run(state, ctx, instruments)
+                continue
             for ins in instruments:
                 ins.before_pass(p, state, ctx)
-            started = time.perf_counter()
             state = p.run(state, ctx)
-            record.seconds = round(time.perf_counter() - started, 3)
-            for ins in instruments:
-                ins.after_pass(p, state, ctx, record)
-            records.append(record)
-        return state, records
+            for ins in reversed(instruments):
+                ins.after_pass(p, state, ctx)
+        return state
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.passes!r})"

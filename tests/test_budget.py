@@ -5,7 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesparse.search.backoff import Attempt, search
+from types import SimpleNamespace
+
+from edgesparse.passes.prune.pass_ import PrunePass
+from edgesparse.passes.quantize import Quantize
+from edgesparse.pipeline import Pipeline
+from edgesparse.search.backoff import Attempt, back_off, search
 from edgesparse.cli import run as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +42,28 @@ def test_search_stops_when_the_first_attempt_meets_or_nothing_adjusts(tmp_path):
     assert best.strength == 1.0 and len(attempts) == 1
     best, attempts = search(lambda s, d: _attempt(s, 5.0, 1.0, d), tmp_path, 3, adjustable=False)
     assert best is None and len(attempts) == 1
+
+
+def test_back_off_runs_a_build_plan_through_its_runner(tmp_path):
+    """The back-off is a search strategy over a build plan: it only picks strengths and folders;
+    running an attempt is the runner's job (build_api.run_plan in a build)."""
+    calls = []
+
+    def run(plan, strength, folder):
+        calls.append((strength, folder.name))
+        unbounded = plan.budget is None          # no budget: every attempt meets it (as build_api.judge)
+        return _attempt(strength, 10 * strength, float("inf") if unbounded else plan.budget, folder)
+
+    def plan(budget, passes):
+        return SimpleNamespace(budget=budget, pipeline=Pipeline(passes),
+                               recipe=SimpleNamespace(spec=SimpleNamespace(max_backoff_steps=2)))
+
+    best, attempts = back_off(plan(3.2, [PrunePass(ratio=0.5), Quantize()]), tmp_path, run)
+    assert calls == [(1.0, "attempt-0"), (0.5, "attempt-1"), (0.25, "attempt-2")] and best.strength == 0.25
+    calls.clear()      # nothing scales (no prune/sparsify), or no budget: one attempt only
+    assert back_off(plan(3.2, [Quantize()]), tmp_path, run)[0] is None and calls == [(1.0, "attempt-0")]
+    calls.clear()
+    assert back_off(plan(None, [PrunePass(ratio=0.5)]), tmp_path, run)[0].strength == 1.0 and len(calls) == 1
 
 
 def _memorising_model(tmp_path):

@@ -35,7 +35,7 @@ def _recipe(tmp_path, target):
 
 
 def _run_in_runtime(path: Path, x: np.ndarray) -> np.ndarray:
-    """Independent of edgesparse.runtimes: load the file in its real runtime and run it."""
+    """Independent of edgesparse.runtime: load the file in its real runtime and run it."""
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
@@ -126,6 +126,37 @@ def test_library_call_returns_the_report(tmp_path):
     on_disk = json.loads((tmp_path / "lib" / "report.json").read_text())
     assert json.loads(json.dumps(result.report, default=str)) == on_disk
     assert all(a.path.exists() and a.path.parent == tmp_path / "lib" for a in result.artifacts)
+
+
+def test_plan_then_run_with_per_layer_overrides(tmp_path):
+    """The build split: plan_build checks and writes nothing; run_plan runs one attempt into a
+    folder with pass config overrides (what a per-layer search sets) and judges it."""
+    from edgesparse.build_api import BuildOptions, plan_build, run_plan
+    from edgesparse.errors import UserError
+
+    recipe = tmp_path / "prune.yaml"
+    recipe.write_text("passes:\n  - pass: prune\n    macs: 0.6\n  - pass: quantize\n"
+                      "  - pass: export\n    formats: [tflite]\n  - pass: verify\n")
+    with pytest.raises(UserError, match="unknown build option 'profile'"):
+        plan_build(CNN, data=DATA, recipe=recipe, out=tmp_path / "o", options={"profile": True})
+    plan = plan_build(CNN, data=DATA, recipe=recipe, out=tmp_path / "o",
+                      options={"profile_local": False, "token_file": None})
+    assert plan.options == BuildOptions() and plan.budget == 1.0
+    assert [p.name for p in plan.pipeline.passes] == ["import", "prune", "quantize", "export", "verify"]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(UserError, match="no such pass"):
+        run_plan(plan, overrides={"distill": {"epochs": 1}}, folder=tmp_path / "x")
+    with pytest.raises(UserError, match="override for prune: per_group"):
+        run_plan(plan, overrides={"prune": {"per_group": ["conv1"]}}, folder=tmp_path / "x")
+
+    plain = run_plan(plan, folder=tmp_path / "a")
+    pinned = run_plan(plan, overrides={"prune": {"per_group": {"conv1": 0.25}}}, folder=tmp_path / "b")
+    assert plain.state.facts["prune"]["channels"]["conv1"] != [32, 8]
+    assert pinned.state.facts["prune"]["channels"]["conv1"] == [32, 8]
+    for attempt, folder in ((plain, tmp_path / "a"), (pinned, tmp_path / "b")):
+        assert attempt.workdir == folder and (folder / attempt.artifact).is_file()
+        assert attempt.drop is not None and attempt.met == (attempt.drop <= 1.0)
+        assert attempt.macs <= 0.6 * attempt.records[0].metrics["macs"]
 
 
 def test_no_data_warns_and_claims_no_accuracy(tmp_path):

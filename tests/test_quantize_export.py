@@ -16,7 +16,7 @@ from edgesparse.passes.quantize import SYNTHETIC_WARNING, Quantize
 from edgesparse.pipeline import DataInfo, Pipeline, RunContext
 from edgesparse.runtime.artifact import open_artifact
 from edgesparse.runtime.tflite_file import read_tflite
-from edgesparse.state import ModelState
+from edgesparse.state import Calibration, ModelState, QuantPlan
 from edgesparse.targets import load_target
 
 
@@ -70,7 +70,7 @@ def mlp(tmp_path_factory):
 def run_passes(model, data, target_name, workdir, passes, name="m"):
     target = load_target(target_name)
     ctx = RunContext(target=target, data=data, workdir=workdir)
-    state, _ = Pipeline(passes).run(ModelState(model=model, name=name), ctx)
+    state = Pipeline(passes).run(ModelState(model=model, name=name), ctx)
     return state
 
 
@@ -110,11 +110,11 @@ def test_synthetic_calibration_is_allowed_but_warned(cnn, tmp_path):
 
     assert plan_problems("rpi4", [Quantize()], real=False) == []
     state = run_passes(model, synthetic((8, 8, 1)), "rpi4", tmp_path, [Quantize(calibration_samples=50)])
-    assert state.quantization == {"precisions": ["int8"], "io": "float32",
-                                  "calibration": {"samples": 50, "source": "synthetic"}}
+    assert state.quant_plan == QuantPlan(precisions=("int8",), io="float32",
+                                         calibration=Calibration(50, "synthetic"), qat=False)
     assert SYNTHETIC_WARNING in state.warnings
     real = run_passes(model, data, "rpi4", tmp_path, [Quantize()])
-    assert real.quantization["calibration"] == {"samples": 200, "source": "real"}
+    assert real.quant_plan.calibration == Calibration(200, "real")
     assert not any("synthetic" in w for w in real.warnings)
 
 

@@ -1,10 +1,13 @@
 """Recipes validate against the pass registry; the pipeline checks the whole plan before work."""
 import pytest
 
+from edgesparse.build_api import pipeline_for
 from edgesparse.errors import UserError
 from edgesparse.passes import load_builtin_passes
-from edgesparse.pipeline import (ARTIFACTS, LABELS, DataInfo, Pass, PassConfig, Pipeline)
+from edgesparse.pipeline import (ARTIFACTS, LABELS, QUANT_PLAN, TEACHER, DataInfo, Instrument, Pass, PassConfig,
+                                 Pipeline, RecordsInstrument, RunContext, Stage)
 from edgesparse.recipe import load_recipe, parse_recipe
+from edgesparse.state import ModelState
 from edgesparse.targets import load_target
 
 RPI4 = load_target("rpi4")
@@ -17,7 +20,7 @@ def test_every_target_default_recipe_is_valid_and_plans():
     for name in ("rpi4", "android-nnapi", "coral"):
         t = load_target(name)
         r = parse_recipe(t.recipe, name)
-        assert r.pipeline().validate(t, LABELLED) == []
+        assert pipeline_for(r).validate(t, LABELLED) == []
 
 
 def test_unknown_key_names_file_entry_and_known_keys(tmp_path):
@@ -58,7 +61,8 @@ def test_missing_recipe_file(tmp_path):
 
 
 def _plan(*entries):
-    return parse_recipe({"passes": list(entries)}, "test").pipeline()
+    """The plan a build runs: the import pass, then the recipe's passes."""
+    return pipeline_for(parse_recipe({"passes": list(entries)}, "test"))
 
 
 def test_plan_order_and_needs_are_checked_before_work():
@@ -101,3 +105,61 @@ def test_state_needs_must_be_produced_earlier():
 
     assert Pipeline([Producer(), Consumer()]).validate(RPI4, LABELLED) == []
     assert Pipeline([Consumer()]).validate(RPI4, LABELLED)
+
+
+def test_every_state_need_is_checked_and_says_how_to_fix_it():
+    load_builtin_passes()
+    recipe = parse_recipe({"passes": [{"pass": "distill"}, {"pass": "export"}]}, "test")
+    problems = recipe.pipeline().validate(RPI4, LABELLED)      # no import pass, no quantize pass
+    assert any("(distill) needs teacher" in p and "after import" in p for p in problems)
+    assert any("(export) needs quant_plan" in p and "add a quantize pass" in p for p in problems)
+    assert pipeline_for(recipe).validate(RPI4, LABELLED) == [
+        "pass 3 (export) needs quant_plan from an earlier pass, and none produces it; "
+        "add a quantize pass before it (precisions: [fp32] for float artifacts only)"]
+
+
+class _Step(Pass):
+    """A pass that appends its tag to the state's facts, so order and nesting are visible."""
+
+    name = "step-test"
+    changes_model = True
+
+    def __init__(self, tag, stage=Stage.TRANSFORM, needs=(), produces=()):
+        super().__init__()
+        self.tag, self.stage = tag, stage
+        self.needs, self.produces = frozenset(needs), frozenset(produces)
+
+    def run(self, state, ctx):
+        state.facts.setdefault("order", {}).setdefault("tags", []).append(self.tag)
+        return state
+
+
+class _Log(Instrument):
+    def __init__(self, tag, log):
+        self.tag, self.log = tag, log
+
+    def before_pass(self, p, state, ctx):
+        self.log.append(f"{self.tag}>{p.tag}")
+
+    def after_pass(self, p, state, ctx):
+        self.log.append(f"{self.tag}<{p.tag}")
+
+
+def test_a_pipeline_is_a_pass_and_its_records_come_from_an_instrument(tmp_path):
+    inner = Pipeline([_Step("b", needs={TEACHER}, produces={QUANT_PLAN}),
+                      _Step("c", Stage.EXPORT, needs={QUANT_PLAN}, produces={ARTIFACTS})])
+    assert isinstance(inner, Pass) and inner.needs == {TEACHER} and inner.produces == {QUANT_PLAN, ARTIFACTS}
+    assert inner.stage == Stage.TRANSFORM and inner.changes_model
+    outer = Pipeline([_Step("a", Stage.IMPORT, produces={TEACHER}), inner])
+    assert outer.validate(RPI4, LABELLED) == [] and outer.needs == frozenset()
+    log: list[str] = []
+    records = RecordsInstrument(measure=lambda state, ctx: {"seen": len(state.facts["order"]["tags"])},
+                                step="back-off strength 0.5")
+    state = outer.run(ModelState(model=None, name="m"), RunContext(target=RPI4, data=None, workdir=tmp_path),
+                      [_Log("x", log), _Log("y", log), records])
+    assert isinstance(state, ModelState) and state.facts["order"]["tags"] == ["a", "b", "c"]
+    # a nested pipeline is observed pass by pass; after-hooks nest (reverse order)
+    assert log[:4] == ["x>a", "y>a", "y<a", "x<a"] and len(log) == 12
+    assert [(r.name, r.metrics["seen"], r.step) for r in records.records] == \
+        [("step-test", n, "back-off strength 0.5") for n in (1, 2, 3)]
+    assert all(r.seconds >= 0 for r in records.records)

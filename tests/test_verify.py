@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
 
 def build(model, data, target, tmp_path, quantize: Quantize, verify: Verify | None = None):
     ctx = RunContext(target=load_target(target), data=data, workdir=tmp_path)
-    state, _ = Pipeline([quantize, Export(), verify or Verify()]).run(ModelState(model=model, name="mlp"), ctx)
+    state = Pipeline([quantize, Export(), verify or Verify()]).run(ModelState(model=model, name="mlp"), ctx)
     return state
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import CALIBRATION, TEACHER, Pass, PassConfig, PlanContext, register_pass
+from edgesparse.pipeline import TEACHER, Pass, PassConfig, PlanContext, Stage, register_pass
 from edgesparse.state import ModelState
 
 
@@ -53,9 +53,9 @@ class DistillPass(Pass):
 
     name = "distill"
     Config = DistillConfig
-    needs = frozenset({TEACHER, CALIBRATION})
+    needs = frozenset({TEACHER})
     changes_model = True
-    stage = 1
+    stage = Stage.TRANSFORM
     summary = "knowledge distillation from the imported model (works without labels)"
 
     def check(self, plan: PlanContext) -> list[str]:

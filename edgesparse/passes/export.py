@@ -1,10 +1,15 @@
 """export: write one artifact per (format, precision) into the output folder.
 
-Precisions come from the quantize pass (fp32 only when there is none). Files are named
+Precisions come from the quantize pass's plan (`state.quant_plan`; export needs one). Files are named
 `<model>-<precision>.tflite|.onnx`. TFLite: TFLiteConverter on a traced function with the batch
 fixed (trap 6). ONNX: tf2onnx with an explicit input signature (trap 7); int8 through
 onnxruntime's static QDQ quantization on the same calibration samples as TFLite. ONNX has no
 fp16 or dynamic-range variant here: those are skipped with a recorded note, not an error.
+
+A quantization-aware-trained model (`QuantPlan.qat`) exports as int8 only: its fake-quant ops
+carry the learned ranges. LiteRT's converter reads them; tf2onnx turns them into
+QuantizeLinear/DequantizeLinear pairs, so its ONNX output is already the int8 artifact (running
+quantize_static on it would stack a second set of QDQ nodes on the learned ones).
 """
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ from typing import Literal
 from pydantic import Field
 
 from edgesparse.runtime.tflite_file import read_tflite
-from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, PlanContext, RunContext, register_pass
-from edgesparse.state import Artifact, ModelState
+from edgesparse.errors import UserError
+from edgesparse.pipeline import ARTIFACTS, QUANT_PLAN, Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
+from edgesparse.state import Artifact, ExportFacts, ModelState, QuantPlan, Skipped
 
 Format = Literal["tflite", "onnx"]
 EXTENSIONS = {"tflite": "tflite", "onnx": "onnx"}
@@ -28,28 +34,20 @@ class ExportConfig(PassConfig):
     opset: int = Field(17, ge=13, le=18, description="ONNX opset (tf2onnx 1.17 writes 13..18)")
 
 
-def _planned_precisions(plan: PlanContext) -> list[str]:
-    for p in reversed(plan.earlier()):
-        if p.name == "quantize":
-            return list(p.config.precisions)
-    return ["fp32"]
-
-
-def note_for(fmt: str, precision: str, target, quant: dict) -> str:
+def note_for(fmt: str, precision: str, target, quant: QuantPlan) -> str:
     """Why this variant exists, in the words of the target profile where it has some."""
     if fmt == "tflite" and precision == "fp16" and target.delegate == "nnapi":
         return "GPU-delegate variant (fp16)"
     for v in target.variants_on_request:
         if v.format == fmt and v.precision == precision and v.note:
             return v.note
-    calib = quant.get("calibration", {})
-    if precision == "int8" and quant.get("qat"):
+    if precision == "int8" and quant.qat:
         return "int8 from quantization-aware training (ranges learned in training)"
     if precision == "int8":
-        io = quant.get("io", "float32") if fmt == "tflite" else "float32"
+        io = quant.io if fmt == "tflite" else "float32"
         kind = "full-integer int8" if fmt == "tflite" else "static int8 QDQ"
-        return (f"{kind}, {io} I/O, calibrated on {calib.get('samples', '?')} "
-                f"{calib.get('source', '?')} samples")
+        return (f"{kind}, {io} I/O, calibrated on {quant.calibration.samples} "
+                f"{quant.calibration.source} samples")
     return {"fp32": "float baseline", "fp16": "fp16 weights (half the size of fp32)",
             "dynamic": "dynamic-range: int8 weights, float activations, no calibration"}[precision]
 
@@ -58,8 +56,9 @@ def note_for(fmt: str, precision: str, target, quant: dict) -> str:
 class Export(Pass):
     name = "export"
     Config = ExportConfig
+    needs = frozenset({QUANT_PLAN})
     produces = frozenset({ARTIFACTS})
-    stage = 3
+    stage = Stage.EXPORT
     summary = "convert to TFLite (LiteRT) and ONNX files with a fixed batch, one per precision"
 
     def _formats(self, target) -> list[str]:
@@ -77,26 +76,24 @@ class Export(Pass):
         from edgesparse.convert.tflite import to_tflite
 
         target = ctx.target
-        quant = state.quantization or {"precisions": ["fp32"], "io": "float32",
-                                       "calibration": {"samples": 0, "source": "none"}}
-        precisions = list(quant["precisions"])
-        io = quant.get("io", "float32")
-        samples = int(quant.get("calibration", {}).get("samples") or 0) or None
+        quant = state.quant_plan
+        if quant is None:     # Pipeline.validate refuses this plan; a direct call gets the same words
+            raise UserError("export needs a quantization plan; run a quantize pass before it "
+                            "(precisions: [fp32] for float artifacts only)")
+        io, qat = quant.io, quant.qat
+        samples = max(1, quant.calibration.samples)
         batch = target.constraints.batch
         jobs, skipped = [], []
-        qat = bool(quant.get("qat"))
         for fmt in self._formats(target):
-            for precision in precisions:
+            for precision in quant.precisions:
                 if qat and precision != "int8":
-                    skipped.append({"format": fmt, "precision": precision,
-                                    "reason": "the model was trained quantization-aware: it exports as int8 only"})
+                    skipped.append(Skipped(fmt, precision, "the model was trained quantization-aware: "
+                                                           "it exports as int8 only"))
                 elif fmt == "onnx" and precision not in ONNX_PRECISIONS:
-                    skipped.append({"format": fmt, "precision": precision,
-                                    "reason": f"no ONNX {precision} variant: ONNX artifacts are fp32 and int8 (QDQ)"})
+                    skipped.append(Skipped(fmt, precision, f"no ONNX {precision} variant: "
+                                                           "ONNX artifacts are fp32 and int8 (QDQ)"))
                 else:
                     jobs.append((fmt, precision))
-        if samples is None and "int8" in precisions:
-            samples = len(ctx.data.x_calib)
 
         task = ctx.progress.task("export", total=len(jobs))
         ctx.workdir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +104,7 @@ class Export(Pass):
                 path = ctx.workdir / f"{state.name}-{precision}.{EXTENSIONS[fmt]}"
                 if fmt == "tflite":
                     data = to_tflite(state.model, precision, batch=batch, io=io,
-                                     x_calib=ctx.data.x_calib, calibration_samples=samples or 1)
+                                     x_calib=ctx.data.x_calib, calibration_samples=samples)
                     path.write_bytes(data)
                     tensors = read_tflite(path)
                     io_dtype = tensors.input_tensors()[0].dtype
@@ -122,13 +119,13 @@ class Export(Pass):
                         # pairs with the learned ranges: re-quantizing would stack a second set.
                         path.write_bytes(onnx_fp32.read_bytes())
                     elif precision == "int8":
-                        quantize_onnx(onnx_fp32, path, ctx.data.x_calib, calibration_samples=samples or 1,
+                        quantize_onnx(onnx_fp32, path, ctx.data.x_calib, calibration_samples=samples,
                                       batch=batch or 1)
                     io_dtype = "float32"
                 state.artifacts.append(Artifact(path=path, format=fmt, precision=precision, io_dtype=io_dtype,
                                                 note=note_for(fmt, precision, target, quant)))
                 task.advance(1)
         task.close()
-        state.record(self.name, artifacts=[a.name for a in state.artifacts], skipped=skipped,
-                     batch=batch, opset=self.config.opset if "onnx" in self._formats(target) else None)
+        state.record(ExportFacts(artifacts=[a.name for a in state.artifacts], skipped=skipped, batch=batch,
+                                 opset=self.config.opset if "onnx" in self._formats(target) else None))
         return state

@@ -12,8 +12,8 @@ from typing import Any
 from edgesparse.frontends.keras import as_functional, check_working_form
 from edgesparse.graph.functional import clone_with_weights, output_activation
 from edgesparse.graph.stats import model_summary
-from edgesparse.pipeline import Pass, PassConfig, RunContext, register_pass
-from edgesparse.state import ModelState
+from edgesparse.pipeline import TEACHER, Pass, PassConfig, RunContext, Stage, register_pass
+from edgesparse.state import ImportFacts, ModelState
 
 
 def describe_model(model) -> dict[str, Any]:
@@ -40,7 +40,8 @@ class ImportConfig(PassConfig):
 class ImportPass(Pass):
     name = "import"
     Config = ImportConfig
-    stage = 0   # the metrics measured after stage 0 are the baseline (pipeline.MetricsInstrument)
+    stage = Stage.IMPORT   # the metrics measured after import are the baseline (RecordsInstrument)
+    produces = frozenset({TEACHER})   # state.reference, the model as imported
     changes_model = False
     summary = "check the model is a single-input single-output functional model; record its facts"
 
@@ -54,6 +55,6 @@ class ImportPass(Pass):
             state.reference = clone_with_weights(model)
         source = {k: state.source[k] for k in ("format", "container", "keras_version", "translated", "check")
                   if k in state.source}
-        state.record(self.name, **source, converted_to_functional=converted
-                     or bool(state.source.get("converted_to_functional")), **describe_model(model))
+        state.record(ImportFacts(**describe_model(model), source=source, converted_to_functional=converted
+                                 or bool(state.source.get("converted_to_functional"))))
         return state

@@ -18,8 +18,8 @@ from pydantic import Field
 
 from edgesparse.errors import UserError
 from edgesparse.graph.functional import outputs_are_probabilities
-from edgesparse.pipeline import CALIBRATION, Pass, PassConfig, PlanContext, register_pass
-from edgesparse.state import ModelState
+from edgesparse.pipeline import Pass, PassConfig, PlanContext, Stage, register_pass
+from edgesparse.state import ModelState, QATFacts
 
 SPARSE_ENOUGH = 0.3   # fraction of zero kernel weights above which we preserve sparsity
 
@@ -99,9 +99,8 @@ class QATPass(Pass):
 
     name = "qat"
     Config = QATConfig
-    needs = frozenset({CALIBRATION})
     changes_model = True
-    stage = 2
+    stage = Stage.QUANTIZE
     summary = "quantization-aware training (tfmot), prune-preserving when the model is sparse"
 
     def check(self, plan: PlanContext) -> list[str]:
@@ -165,8 +164,8 @@ class QATPass(Pass):
             task.advance(1)
         task.close()
         state.model = qmodel
-        state.quantization["qat"] = True
-        state.record(self.name, epochs_run=cfg.epochs, preserve_sparsity=preserve,
-                     sparsity_before=round(sparsity, 4), sparsity_after=round(kernel_sparsity(qmodel), 4),
-                     labels_used=labelled, teacher="imported model")
+        state.qat_trained = True      # quantize carries it into the QuantPlan export follows
+        state.record(QATFacts(epochs_run=cfg.epochs, preserve_sparsity=preserve,
+                              sparsity_before=round(sparsity, 4), sparsity_after=round(kernel_sparsity(qmodel), 4),
+                              labels_used=labelled, teacher="imported model"))
         return state

@@ -1,9 +1,10 @@
 """quantize: decide the precisions and I/O of the artifacts, and the calibration they use.
 
 Post-training quantization happens inside the converters (export), so this pass does not touch
-the model (quantization-aware training is a later pass). It fixes the plan that export follows:
-`state.quantization = {"precisions", "io", "calibration": {"samples", "source"}}`, and it is
-where the plan is checked against the target before any work (Edge TPU: int8/uint8 I/O only).
+the model (quantization-aware training is a later pass). It fixes the plan that export follows
+(`state.quant_plan`, a `QuantPlan`), and it is where the plan is checked against the target before
+any work (Edge TPU: int8/uint8 I/O only). A model trained quantization-aware by an earlier qat
+pass (`state.qat_trained`) keeps that in the plan: export then builds int8 from the learned ranges.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edgesparse.pipeline import CALIBRATION, Pass, PassConfig, PlanContext, RunContext, register_pass
-from edgesparse.state import ModelState
+from edgesparse.pipeline import QUANT_PLAN, Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
+from edgesparse.state import Calibration, ModelState, QuantizeFacts, QuantPlan
 
 Precision = Literal["int8", "fp32", "fp16", "dynamic"]
 IoDtype = Literal["float32", "int8", "uint8"]
@@ -44,10 +45,9 @@ def resolve_io(config: QuantizeConfig, target) -> str:
 class Quantize(Pass):
     name = "quantize"
     Config = QuantizeConfig
-    needs = frozenset({CALIBRATION})
-    produces = frozenset({"quant_plan"})
+    produces = frozenset({QUANT_PLAN})
     changes_model = False
-    stage = 2
+    stage = Stage.QUANTIZE
     summary = "choose artifact precisions (int8 full-integer, fp16, dynamic-range, fp32) and int8 I/O"
 
     def check(self, plan: PlanContext) -> list[str]:
@@ -72,16 +72,14 @@ class Quantize(Pass):
         samples = min(cfg.calibration_samples, available)
         source = "real" if data.real else "synthetic"
         io = resolve_io(cfg, ctx.target)
-        state.quantization = {
-            "precisions": list(cfg.precisions),
-            "io": io,
-            "calibration": {"samples": samples, "source": source},
-        }
+        qat = state.qat_trained or (state.quant_plan is not None and state.quant_plan.qat)
+        state.quant_plan = QuantPlan(precisions=tuple(cfg.precisions), io=io,
+                                     calibration=Calibration(samples, source), qat=qat)
         if "int8" in cfg.precisions and not data.real:
             state.warn(SYNTHETIC_WARNING)
         if "int8" in cfg.precisions and samples < cfg.calibration_samples:
             state.warn(f"int8 calibration uses {samples} samples, fewer than the "
                        f"{cfg.calibration_samples} asked for: that is all the data has")
-        state.record(self.name, precisions=list(cfg.precisions), io=io,
-                     calibration_samples=samples, calibration_source=source)
+        state.record(QuantizeFacts(precisions=list(cfg.precisions), io=io, calibration_samples=samples,
+                                   calibration_source=source, qat=qat))
         return state

@@ -17,9 +17,9 @@ from pydantic import Field
 from edgesparse.checks import COMPILER_NOT_RUN, check_artifact
 from edgesparse.errors import UserError
 from edgesparse.evaluate import predict
-from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, RunContext, register_pass
+from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, RunContext, Stage, register_pass
 from edgesparse.runtime.artifact import RUNTIME_NAMES, open_artifact
-from edgesparse.state import ModelState
+from edgesparse.state import ModelState, VerifyFacts
 from edgesparse.files import sha256_file
 
 
@@ -59,7 +59,7 @@ class Verify(Pass):
     name = "verify"
     Config = VerifyConfig
     needs = frozenset({ARTIFACTS})
-    stage = 4
+    stage = Stage.VERIFY
     summary = "run each artifact in LiteRT / ONNX Runtime: accuracy, agreement, target checks"
 
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
@@ -97,10 +97,10 @@ class Verify(Pass):
 
         if target.deprecation:
             state.warn(target.deprecation)
-        state.record(self.name, data=which, n_samples=int(len(x)), keras_accuracy=keras_accuracy,
-                     artifacts={a.name: {k: a.metrics.get(k) for k in
-                                         ("accuracy", "top1_agreement", "max_abs_diff")}
-                                for a in state.artifacts},
-                     failed_checks={a.name: [k for k, v in a.checks.items() if v.get("passed") is False]
-                                    for a in state.artifacts})
+        state.record(VerifyFacts(
+            data=which, n_samples=int(len(x)), keras_accuracy=keras_accuracy,
+            artifacts={a.name: {k: a.metrics.get(k) for k in ("accuracy", "top1_agreement", "max_abs_diff")}
+                       for a in state.artifacts},
+            failed_checks={a.name: [k for k, v in a.checks.items() if v.get("passed") is False]
+                           for a in state.artifacts}))
         return state

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgesparse import __version__
 from edgesparse.files import sha256_file
+from edgesparse.state import ImportFacts
 
 SCHEMA_VERSION = "1.0"
 
@@ -61,6 +62,7 @@ def build_report(*, state, records, target, recipe, data, seconds: float, workdi
                  budget: dict[str, Any] | None = None, trajectory=None, status: str = "ok",
                  profile: dict[str, Any] | None = None) -> dict[str, Any]:
     first = records[0].metrics if records else {}
+    imported = state.fact(ImportFacts)
     final_metrics: dict[str, Any] = {}
     for r in records:
         final_metrics.update({k: v for k, v in r.metrics.items() if k in ("params", "macs", "accuracy")})
@@ -70,8 +72,8 @@ def build_report(*, state, records, target, recipe, data, seconds: float, workdi
         "model": {
             "name": state.name,
             "source": state.source,
-            "input_shape": state.facts.get("import", {}).get("input_shape"),
-            "output_shape": state.facts.get("import", {}).get("output_shape"),
+            "input_shape": imported.input_shape if imported else None,
+            "output_shape": imported.output_shape if imported else None,
             "params": first.get("params"),
             "macs": first.get("macs"),
             "accuracy": first.get("accuracy"),

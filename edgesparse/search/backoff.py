@@ -6,16 +6,23 @@ model's Keras accuracy on the validation split. If the drop is over budget, ever
 be made gentler (`Pass.scaled(strength)`: prune, sparsify) is scaled down and the whole pipeline
 runs again from the imported model. The strength is bisected in (0, 1] for a bounded number of
 steps; each attempt is recorded, and the strongest attempt that meets the budget wins.
+
+This is the first search strategy: it only decides which strengths to try. Running one attempt
+is `build_api.run_plan`, the same call every later strategy makes with per-layer overrides.
 """
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from edgesparse.errors import BudgetError
 from edgesparse.pipeline import Pipeline
 from edgesparse.state import Artifact, ModelState
+
+if TYPE_CHECKING:
+    from edgesparse.build_api import BuildPlan
 
 
 @dataclass
@@ -60,6 +67,13 @@ def can_back_off(pipeline: Pipeline) -> bool:
     return scaled_pipeline(pipeline, 0.5)[1]
 
 
+def back_off(plan: "BuildPlan", root: Path, run: Callable[..., Attempt]) -> tuple[Attempt | None, list[Attempt]]:
+    """The accuracy budget over a build plan: `run(plan, strength, folder=...)` (build_api.run_plan)
+    at full strength, then bisected down while the budget is enforced and some pass can scale."""
+    return search(lambda strength, sub: run(plan, strength, folder=sub), root, plan.recipe.spec.max_backoff_steps,
+                  adjustable=plan.budget is not None and can_back_off(plan.pipeline))
+
+
 def search(run_attempt: Callable[[float, Path], Attempt], root: Path, max_steps: int,
            adjustable: bool) -> tuple[Attempt | None, list[Attempt]]:
     """Try full strength, then bisect the strength down; return (best attempt that met, all)."""
@@ -89,3 +103,18 @@ def promote(attempt: Attempt | None, workdir: Path) -> None:
             a.path = workdir / a.path.relative_to(attempt.workdir)
     for sub in workdir.glob("attempt-*"):
         shutil.rmtree(sub, ignore_errors=True)
+
+
+def budget_failure(attempts: list[Attempt], budget: float, adjustable: bool) -> BudgetError:
+    tried = "; ".join(f"strength {a.strength:.3g}: {a.drop} points lost" for a in attempts)
+    fix = ("loosen max_accuracy_drop, add a distill pass, or compress less" if adjustable else
+           "no pass in the recipe can be scaled back (prune, sparsify); loosen max_accuracy_drop "
+           "or change the recipe")
+    return BudgetError(f"accuracy budget of {budget} points not met ({tried}); {fix}. "
+                       "The report in --out shows every attempt")
+
+
+def budget_summary(budget: float | None, attempts: list[Attempt], best: Attempt | None) -> dict[str, Any]:
+    return {"max_accuracy_drop": budget, "enforced": budget is not None,
+            "met": best is not None, "chosen_strength": None if best is None else best.strength,
+            "attempts": [a.summary() for a in attempts]}

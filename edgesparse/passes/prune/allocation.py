@@ -14,6 +14,10 @@ Allocation:
 
 Every group keeps at least `min_channels` units, and its kept count is rounded UP to a multiple
 of `round_to` (the target's SIMD width), so the budget is met with the constraints applied.
+
+Per-group overrides (`per_group`, a keep fraction per producer layer name, e.g. set by a search)
+pin that group's kept width exactly (no rounding: whoever set it chose it); the allocation
+spreads the rest of the budget over the other groups.
 MACs and parameters of a plan are computed from the channel maps without building the model.
 """
 from __future__ import annotations
@@ -99,16 +103,45 @@ def _out_channels(layer) -> int | None:
     return int(layer.weights[0].shape[-1])
 
 
+def per_group_widths(graph: ChannelGraph, per_group: dict[str, float] | None) -> dict[str, int]:
+    """Keep fractions by producer name -> kept widths (units), checked against the channel graph
+    before any work: an unknown name, or one whose group cannot be pruned, is a UserError."""
+    if not per_group:
+        return {}
+    owner = {name: g for g in graph.groups for name in g.producers}
+    valid = sorted(name for g in graph.prunable_groups for name in g.producers)
+    widths, seen = {}, {}
+    for name, keep in per_group.items():
+        g = owner.get(name)
+        if g is None:
+            few = ", ".join(valid[:6]) + (", ..." if len(valid) > 6 else "")
+            raise UserError(f"prune per_group names {name!r}, which produces no channel group of this model; "
+                            f"groups are named by their producer layers: {few}")
+        if not g.prunable:
+            raise UserError(f"prune per_group names {name!r}, whose channel group cannot be pruned "
+                            f"({(g.reasons or ['fixed width'])[0]}); remove it from per_group")
+        width = max(1, int(round(keep * g.size)))
+        if seen.get(g.id, width) != width:
+            raise UserError(f"prune per_group gives two widths to one channel group ({', '.join(g.producers)}); "
+                            "name each group once")
+        seen[g.id] = width
+        widths[name] = width
+    return widths
+
+
 class Planner:
-    """Turns scores and a budget into a removal plan, honouring min channels and rounding."""
+    """Turns scores and a budget into a removal plan, honouring min channels and rounding.
+    `widths` (producer name -> kept units, from `per_group_widths`) pins those groups."""
 
     def __init__(self, graph: ChannelGraph, scores: dict[int, np.ndarray],
-                 min_channels: int = 1, round_to: int = 1):
+                 min_channels: int = 1, round_to: int = 1, widths: dict[str, int] | None = None):
         self.graph = graph
         self.scores = scores
         self.min_channels = max(1, int(min_channels))
         self.round_to = max(1, int(round_to))
         self.groups = {g.id: g for g in graph.prunable_groups}
+        self.pinned = {g.id: min(g.size, w) for g in self.groups.values()
+                       for name, w in (widths or {}).items() if name in g.producers}
         self.order = {gid: np.argsort(scores[gid], kind="stable") for gid in self.groups}
         full = layer_keeps(graph, graph.full_keep())
         self.macs_full = macs_of(graph, full)
@@ -126,7 +159,8 @@ class Planner:
         """Remove the lowest-scored units of each group, counts adjusted to the constraints."""
         plan = {}
         for gid, n in counts.items():
-            removed = list(self.order[gid][: self.allowed_removal(gid, n)])
+            n = self.groups[gid].size - self.pinned[gid] if gid in self.pinned else self.allowed_removal(gid, n)
+            removed = list(self.order[gid][:n])
             plan[gid] = np.array(self._keep_every_producer(gid, removed), dtype=np.int64)
         return plan
 
@@ -172,21 +206,22 @@ class Planner:
     def uniform(self, budget: Budget) -> Removal:
         def at(r: float) -> Removal:
             return self.removal({gid: int(round(r * g.size)) for gid, g in self.groups.items()})
-        if budget.kind == "ratio":
+        if budget.kind == "ratio" and not self.pinned:
             return at(budget.value)
         return self._bisect(budget, at, 0.0, 1.0)
 
     def global_(self, budget: Budget) -> Removal:
-        gids = list(self.groups)
-        normed = np.concatenate([self.scores[g] / max(float(np.mean(self.scores[g])), 1e-30) for g in gids])
-        owner = np.concatenate([np.full(self.groups[g].size, g) for g in gids])
+        gids = [g for g in self.groups if g not in self.pinned]   # pinned groups do not compete
+        normed = np.concatenate([self.scores[g] / max(float(np.mean(self.scores[g])), 1e-30) for g in gids]
+                                or [np.zeros(0)])
+        owner = np.concatenate([np.full(self.groups[g].size, g) for g in gids] or [np.zeros(0, np.int64)])
         ranked = owner[np.argsort(normed, kind="stable")]
 
         def at(frac: float) -> Removal:
             n = int(round(frac * len(ranked)))
-            counts = {g: int(np.sum(ranked[:n] == g)) for g in gids}
+            counts = {g: int(np.sum(ranked[:n] == g)) for g in self.groups}
             return self.removal(counts)
-        if budget.kind == "ratio":
+        if budget.kind == "ratio" and not self.pinned:
             return at(budget.value)
         return self._bisect(budget, at, 0.0, 1.0)
 

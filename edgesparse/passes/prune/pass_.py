@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import CALIBRATION, Pass, PassConfig, PlanContext, RunContext, register_pass
+from edgesparse.pipeline import Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
 from edgesparse.state import ModelState
 
 
@@ -38,6 +38,9 @@ class PruneConfig(PassConfig):
     sensitivity_ratios: list[float] = [0.25, 0.5, 0.75, 0.9]
     calibration_samples: int = Field(512, description="calibration inputs for data-aware steps")
     seed: int = 0
+    per_group: dict[str, float] | None = Field(
+        None, description="keep fraction per channel group, keyed by a producer layer name "
+                          "(e.g. {conv1: 0.5}); pins that group's width, the budget goes to the others")
 
 
 def config_problems(c: PruneConfig) -> list[str]:
@@ -67,6 +70,10 @@ def config_problems(c: PruneConfig) -> list[str]:
         problems.append("finetune_lr must be a positive number")
     if any(not (0 < r < 1) for r in c.sensitivity_ratios) or not c.sensitivity_ratios:
         problems.append("sensitivity_ratios must be fractions in (0, 1)")
+    bad = [k for k, v in (c.per_group or {}).items() if not (0 < v <= 1 and math.isfinite(v))]
+    if bad:
+        problems.append(f"per_group keep fraction of {bad[0]} is {c.per_group[bad[0]]}; give a fraction "
+                        "in (0, 1], e.g. 0.5 to keep half of its channels")
     return problems
 
 
@@ -80,9 +87,8 @@ class PrunePass(Pass):
 
     name = "prune"
     Config = PruneConfig
-    needs = frozenset({CALIBRATION})
     changes_model = True
-    stage = 1
+    stage = Stage.TRANSFORM
     summary = "structured channel pruning: a genuinely smaller dense model (MACs/params/ratio budget)"
 
     def check(self, plan: PlanContext) -> list[str]:
@@ -116,24 +122,24 @@ class PrunePass(Pass):
         if problems:
             raise UserError(f"prune: {problems[0]}")
         data = ctx.data
-        if not getattr(data, "real", True):
+        if not data.real:
             state.warn("prune: calibration inputs are synthetic; data-aware criteria and the "
                        "reconstruction fit noise. Pass --data for a faithful result.")
-        labelled = bool(getattr(data, "labelled", False))
+        labelled = data.labelled
         if needs_labels(c) and not labelled:
             raise UserError("prune: this configuration needs labelled data (taylor criterion or fine-tuning); "
                             "pass --data with labels")
         kind = next(k for k in ("ratio", "macs", "params") if getattr(c, k) is not None)
-        round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)
+        round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)   # `edgesparse prune` may have no target
         settings = Settings(
             budget=Budget(kind, float(getattr(c, kind))), criterion=c.criterion, allocation=c.allocation,
             min_channels=c.min_channels, round_to=round_to, reconstruct=c.reconstruct, steps=c.steps,
             finetune_epochs=c.finetune_epochs, finetune_lr=c.finetune_lr, batch_size=c.batch_size,
-            sensitivity=c.sensitivity, sensitivity_ratios=tuple(c.sensitivity_ratios), seed=c.seed + ctx.seed)
+            sensitivity=c.sensitivity, sensitivity_ratios=tuple(c.sensitivity_ratios), seed=c.seed + ctx.seed,
+            per_group=c.per_group)
         d = Data(x_calib=data.x_calib[: c.calibration_samples],
                  x_train=data.x_train if labelled else None, y_train=data.y_train if labelled else None,
-                 x_val=getattr(data, "x_val", None) if labelled else None,
-                 y_val=getattr(data, "y_val", None) if labelled else None)
+                 x_val=data.x_val if labelled else None, y_val=data.y_val if labelled else None)
         result = prune(state.model, settings, d, ctx.progress, ctx.workdir)
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgesparse.errors import UserError
 from edgesparse.passes.prune import sensitivity as sens
-from edgesparse.passes.prune.allocation import Budget, Planner, macs_of
+from edgesparse.passes.prune.allocation import Budget, Planner, macs_of, per_group_widths
 from edgesparse.graph.flatten import flatten_nested
 from edgesparse.graph.channels import ChannelGraph
 from edgesparse.passes.prune.criteria import ScoreInputs, get_criterion
@@ -44,6 +44,7 @@ class Settings:
     sensitivity_ratios: tuple = sens.DEFAULT_RATIOS
     seed: int = 0
     max_rows: int = 20000
+    per_group: dict | None = None        # producer name -> keep fraction, pinned (allocation.py)
 
 
 @dataclass
@@ -105,6 +106,7 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
     graph0 = ChannelGraph(model)
     if not graph0.prunable_groups:
         raise no_prunable_group_error(graph0)
+    widths = per_group_widths(graph0, settings.per_group)     # bad names fail before any scoring
     criterion = get_criterion(settings.criterion)
     if criterion.needs_labels and not data.labelled:
         raise UserError(f"criterion {settings.criterion} needs labelled data; pass --data with labels "
@@ -123,7 +125,7 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
                  unprunable_layers=dict(graph0.unprunable_layers), macs_before=macs0,
                  params_before=params0, metric=metric_name, steps=[], reconstruction=[])
     scores0 = _scores(model, graph0, criterion, settings, data, result.notes)
-    planner0 = Planner(graph0, scores0, settings.min_channels, settings.round_to)
+    planner0 = Planner(graph0, scores0, settings.min_channels, settings.round_to, widths)
     final_plan = _allocate(planner0, settings.budget, settings.allocation, None)  # raises if unreachable
     curves = None
     if settings.sensitivity or settings.allocation == "sensitivity":
@@ -147,7 +149,7 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
         task = progress.task(f"prune: step {step}/{settings.steps}", total=3)
         graph = graph0 if step == 1 else ChannelGraph(current)
         scores = scores0 if step == 1 else _scores(current, graph, criterion, settings, data, result.notes)
-        planner = planner0 if step == 1 else Planner(graph, scores, settings.min_channels, settings.round_to)
+        planner = planner0 if step == 1 else Planner(graph, scores, settings.min_channels, settings.round_to, widths)
         if settings.steps == 1:
             plan = final_plan
         elif settings.allocation == "sensitivity":

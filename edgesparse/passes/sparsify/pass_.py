@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import CALIBRATION, Pass, PassConfig, PlanContext, RunContext, register_pass
+from edgesparse.pipeline import Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
 from edgesparse.state import ModelState
 
 DEFAULT_SPARSITY = 0.9
@@ -75,9 +75,8 @@ class SparsifyPass(Pass):
 
     name = "sparsify"
     Config = SparsifyConfig
-    needs = frozenset({CALIBRATION})
     changes_model = True
-    stage = 1
+    stage = Stage.TRANSFORM
     summary = "weight sparsity for size: post-training OBS refit (default) or tfmot magnitude pruning"
 
     def check(self, plan: PlanContext) -> list[str]:
