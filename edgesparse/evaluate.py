@@ -1,28 +1,6 @@
-"""Keras-side measurements shared by the instruments, the budget search and the passes."""
-from __future__ import annotations
+"""Moved to `edgesparse.train.metrics`; these names stay until build_api imports from there."""
+from edgesparse.train.metrics import accuracy, keras_metrics, predict
 
-from typing import Any
+measure_model = keras_metrics
 
-import numpy as np
-
-from edgesparse.graph.stats import model_summary
-
-
-def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Model outputs without Keras' per-call overhead or progress bars."""
-    outs = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0,))
-
-
-def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
-    return float(np.mean(predict(model, x).argmax(axis=-1) == y) * 100.0)
-
-
-def measure_model(state, ctx) -> dict[str, Any]:
-    """Params, MACs and (with labelled data) Keras validation accuracy of the working model."""
-    metrics: dict[str, Any] = dict(model_summary(state.model))
-    data = ctx.data
-    if data.labelled and data.x_val is not None:
-        metrics["accuracy"] = round(accuracy(state.model, data.x_val, data.y_val), 3)
-    return metrics
+__all__ = ["accuracy", "keras_metrics", "measure_model", "predict"]
