@@ -30,7 +30,7 @@ def log_probs(outputs, from_logits: bool):
 class Objective:
     """Base: the validation loss is the loss itself, and there is nothing extra to learn."""
 
-    trainable_variables: list = []
+    trainable_variables: tuple = ()
 
     def __call__(self, model, x, y, training: bool):
         raise NotImplementedError
