@@ -167,7 +167,7 @@ def tfmot_pruned(model, data, s: Settings) -> tuple[object, dict]:
     import tensorflow_model_optimization as tfmot
 
     from edgesparse.graph.functional import clone_with_weights
-    from edgesparse.passes.prune.training import loss_fn
+    from edgesparse.train.losses import sparse_cross_entropy as loss_fn
 
     sp = tfmot.sparsity.keras
     clone = clone_with_weights(model)              # wrapping the original would prune it too

@@ -26,7 +26,8 @@ from edgesparse.graph.stats import count_macs
 from edgesparse.passes.prune.allocation import Budget
 from edgesparse.passes.prune.criteria import CRITERIA
 from edgesparse.passes.prune.procedure import Data, Settings, prune
-from edgesparse.passes.prune.training import accuracy, loss_fn
+from edgesparse.train.losses import sparse_cross_entropy as loss_fn
+from edgesparse.train.metrics import accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
@@ -125,7 +126,7 @@ def run_model(name: str, args) -> list[dict]:
 def fmt(v, pct=False):
     if v is None:
         return "—"
-    return f"{100 * v:.2f}" if pct else str(v)
+    return f"{v:.2f}" if pct else str(v)    # accuracies are percentages already
 
 
 def main() -> None:

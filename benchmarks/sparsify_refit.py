@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.data import load_data  # noqa: E402
-from edgesparse.evaluate import accuracy, predict  # noqa: E402
+from edgesparse.train.metrics import accuracy, predict  # noqa: E402
 from edgesparse.passes.sparsify.magnitude import magnitude_prune  # noqa: E402
 from edgesparse.passes.sparsify.masks import Pattern, parse_pattern  # noqa: E402
 from edgesparse.passes.sparsify.refit import sparse_refit  # noqa: E402

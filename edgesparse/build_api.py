@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from edgesparse.data import Dataset, load_data
 from edgesparse.errors import UserError
-from edgesparse.evaluate import measure_model
+from edgesparse.train.metrics import keras_metrics
 from edgesparse.outdir import check_writable, staged_output
 from edgesparse.pipeline import (DataInfo, Instrument, Pass, PassRecord, Pipeline, Progress, ProgressInstrument,
                                  RecordsInstrument, RunContext, SilentProgress)
@@ -183,7 +183,7 @@ def run_plan(plan: BuildPlan, strength: float = 1.0, overrides: Overrides | None
         state.warn(w)
     ctx = RunContext(target=plan.target, data=plan.data, workdir=folder, seed=plan.recipe.spec.seed,
                      progress=plan.progress)
-    records = RecordsInstrument(measure_model, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}")
+    records = RecordsInstrument(keras_metrics, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}")
     state = pipeline.run(state, ctx, [ProgressInstrument(plan.progress, len(pipeline.passes)),
                                       *plan.instruments, records])
     return judge(strength, folder, state, records.records, plan.target, plan.budget)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from edgesparse.evaluate import accuracy
 from edgesparse.graph.stats import model_summary
-from edgesparse.graph.functional import outputs_are_probabilities
+from edgesparse.train.losses import CrossEntropy
+from edgesparse.train.metrics import accuracy
+from edgesparse.train.trainer import train
 
 FALLBACK_EPOCHS = 15
 
@@ -33,19 +32,9 @@ def train_from_scratch(state, records, data, seed: int, progress) -> dict[str, A
         epochs, note = FALLBACK_EPOCHS, f"the compressed model was not trained; the control gets {FALLBACK_EPOCHS} epochs"
     keras.utils.set_random_seed(seed)
     scratch = keras.models.clone_model(state.model)          # same architecture, fresh initialisation
-    scratch.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-                        2e-3, epochs * int(np.ceil(len(data.x_train) / 64)))),
-                    loss=keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=not outputs_are_probabilities(scratch)))
-    task = progress.task("control: training the pruned architecture from scratch", total=epochs)
-
-    class _Tick(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            task.advance(1)
-
-    scratch.fit(data.x_train, data.y_train, batch_size=64, epochs=epochs, verbose=0,
-                shuffle=True, callbacks=[_Tick()])
-    task.close()
+    train(scratch, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=epochs, lr=2e-3,
+          schedule="cosine", batch_size=64, seed=seed, progress=progress,
+          label="control: training the pruned architecture from scratch")
     out = {"epochs": epochs, "architecture": model_summary(scratch),
            "accuracy_from_scratch": round(accuracy(scratch, data.x_val, data.y_val), 3),
            "accuracy_compressed": round(accuracy(state.model, data.x_val, data.y_val), 3)}

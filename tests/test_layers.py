@@ -17,7 +17,6 @@ LAYERS: dict[str, int] = {
     "edgesparse.pipeline": 1, "edgesparse.state": 1, "edgesparse.targets": 1, "edgesparse.data": 1,
     "edgesparse.graph": 2, "edgesparse.train": 2, "edgesparse.frontends": 2, "edgesparse.convert": 2,
     "edgesparse.runtime": 2, "edgesparse.checks": 2,
-    "edgesparse.evaluate": 2,
     "edgesparse.passes": 3,
     "edgesparse.recipe": 4, "edgesparse.build_api": 4, "edgesparse.search": 4,
     "edgesparse.profile": 4, "edgesparse.report": 4, "edgesparse.release": 4,

@@ -190,5 +190,5 @@ def test_reconstruction_recovers_the_digits_mlp_without_training():
     step = res.facts["steps"][0]
     base = res.facts["accuracy_before"]
     assert res.facts["channels"]["fc1"] == [256, 64]
-    assert step["accuracy_pruned"] < base - 0.1            # one-shot removal hurts...
-    assert step["accuracy_reconstructed"] >= base - 0.03    # ...the least-squares refit recovers it
+    assert step["accuracy_pruned"] < base - 10             # one-shot removal hurts (points)...
+    assert step["accuracy_reconstructed"] >= base - 3      # ...the least-squares refit recovers it

@@ -70,7 +70,8 @@ def test_digits_cnn_half_the_macs_within_one_point(tmp_path):
     f = state.facts["prune"]
     assert count_macs(state.model) * 2 <= count_macs(model)
     assert f["macs_after"] == count_macs(state.model) and f["macs_before"] == count_macs(model)
-    assert f["accuracy_after"] >= f["accuracy_before"] - 0.01
+    assert 90 <= f["accuracy_before"] <= 100                     # percent, as every accuracy
+    assert f["accuracy_after"] >= f["accuracy_before"] - 1
     # rpi4's SIMD width (4) rounds every pruned layer
     for layer, (before, after) in f["channels"].items():
         assert after == before or after % 4 == 0, (layer, after)

@@ -119,7 +119,7 @@ def test_report_html_holds_the_measured_figures(built):
         changed += before != after
     assert changed >= 2        # fc1 and fc2 lost channels; the output layer kept its 10
     for row in prune["sensitivity"]["table"]:
-        cells = " ".join(f"{100 * row[k]:.2f}" for k in ("0.5", "0.9"))
+        cells = " ".join(f"{row[k]:.2f}" for k in ("0.5", "0.9"))
         assert f"{row['group']} {row['channels']:,} {cells}" in text
     for a in report["artifacts"]:
         assert f"{a['path']} {a['format']} {a['precision']} {a['io_dtype']} {a['bytes']:,}" in text

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from edgesparse._tf import keras
 from edgesparse.data import Dataset
-from edgesparse.evaluate import accuracy, predict
+from edgesparse.train.metrics import accuracy, predict
 from edgesparse.passes.sparsify import linear
 from edgesparse.passes.sparsify.masks import (Pattern, keep_counts, layer_densities, nm_mask,
                                               nm_violations, parse_pattern)

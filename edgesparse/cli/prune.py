@@ -123,16 +123,16 @@ def _render(facts: dict, console, table) -> None:
     rows = [["MACs", facts["macs_before"], facts["macs_after"], f"{facts['macs_kept']:.1%}"],
             ["parameters", facts["params_before"], facts["params_after"], f"{facts['params_kept']:.1%}"]]
     if facts.get("accuracy_before") is not None:
-        rows.append(["validation accuracy %", round(100 * facts["accuracy_before"], 2),
-                     round(100 * facts["accuracy_after"], 2), ""])
+        rows.append(["validation accuracy %", round(facts["accuracy_before"], 2),
+                     round(facts["accuracy_after"], 2), ""])
     console.print(table(f"prune ({facts['criterion']}, {facts['budget']}, {facts['allocation']})",
                         ["", "before", "after", "kept"], rows))
     console.print(table("channels per layer", ["layer", "before", "after"],
                         [[k, v[0], v[1]] for k, v in facts["channels"].items() if v[0] != v[1]]))
     step_rows = []
     for s in facts["steps"]:
-        step_rows.append([s["step"], s["removed_channels"], s["macs"], _pct(s.get("accuracy_pruned")),
-                          _pct(s.get("accuracy_reconstructed")), _pct(s.get("accuracy_finetuned"))])
+        step_rows.append([s["step"], s["removed_channels"], s["macs"], _2(s.get("accuracy_pruned")),
+                          _2(s.get("accuracy_reconstructed")), _2(s.get("accuracy_finetuned"))])
     console.print(table("steps (validation accuracy % after the cut, the refit, the fine-tune)",
                         ["step", "removed", "MACs", "cut", "refit", "tuned"], step_rows))
     refit = [[s["step"], r["layer"], r.get("error_before"), r.get("error_after"),
@@ -145,11 +145,12 @@ def _render(facts: dict, console, table) -> None:
         sens = facts["sensitivity"]
         keys = [k for k in sens["table"][0] if k not in ("group", "channels")] if sens["table"] else []
         console.print(table(f"sensitivity: {sens['metric']} % with one group pruned "
-                            f"(unpruned {_pct(sens['baseline'])})",
+                            f"(unpruned {_2(sens['baseline'])})",
                             ["group", "channels"] + [f"{float(k):.0%} removed" for k in keys],
-                            [[r["group"], r["channels"]] + [_pct(r.get(k)) for k in keys]
+                            [[r["group"], r["channels"]] + [_2(r.get(k)) for k in keys]
                              for r in sens["table"]]))
 
 
-def _pct(v):
-    return None if v is None else round(100 * v, 2)
+def _2(v):
+    """Accuracies are percentages already; the terminal shows two decimals."""
+    return None if v is None else round(v, 2)

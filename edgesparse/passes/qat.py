@@ -11,13 +11,10 @@ also works on unlabelled inputs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from pydantic import Field
 
 from edgesparse.errors import UserError
-from edgesparse.graph.functional import outputs_are_probabilities
 from edgesparse.pipeline import Pass, PassConfig, PlanContext, Stage, register_pass
 from edgesparse.state import ModelState, QATFacts
 
@@ -114,7 +111,8 @@ class QATPass(Pass):
     def run(self, state: ModelState, ctx) -> ModelState:
         import tensorflow_model_optimization as tfmot
 
-        from edgesparse._tf import keras, tf
+        from edgesparse.train.losses import Distillation
+        from edgesparse.train.trainer import train
 
         cfg: QATConfig = self.config
         sparsity = kernel_sparsity(state.model)
@@ -135,37 +133,13 @@ class QATPass(Pass):
         data = ctx.data
         x = data.x_train if data.x_train is not None else data.x_calib
         initialise_activation_ranges(qmodel, state.model, x[:512])
-        teacher = state.reference
-        probs = outputs_are_probabilities(qmodel)
-        opt = keras.optimizers.Adam(cfg.learning_rate)
-        labelled = data.labelled
-
-        @tf.function
-        def step(xb, yb):
-            with tf.GradientTape() as tape:
-                out = qmodel(xb, training=True)
-                loss = keras.losses.KLDivergence()(teacher(xb, training=False), out) if probs else \
-                    keras.losses.KLDivergence()(tf.nn.softmax(teacher(xb, training=False)), tf.nn.softmax(out))
-                if yb is not None:
-                    loss += tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                        yb, out, from_logits=not probs))
-            grads = tape.gradient(loss, qmodel.trainable_variables)
-            opt.apply_gradients(zip(grads, qmodel.trainable_variables))
-            return loss
-
-        rng = np.random.default_rng(ctx.seed)
-        steps = max(1, math.ceil(len(x) / cfg.batch_size))
-        task = ctx.progress.task("qat", total=cfg.epochs)
-        for _ in range(cfg.epochs):
-            order = rng.permutation(len(x))
-            for s in range(steps):
-                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                step(tf.constant(x[idx]), tf.constant(data.y_train[idx]) if labelled else None)
-            task.advance(1)
-        task.close()
+        # KL to the imported model at temperature 1, plus cross-entropy when there are labels.
+        loss = Distillation(state.reference, temperature=1.0, kd_weight=1.0, ce_weight=1.0)
+        train(qmodel, (x, data.y_train if data.labelled else None), loss=loss, epochs=cfg.epochs,
+              lr=cfg.learning_rate, batch_size=cfg.batch_size, seed=ctx.seed, progress=ctx.progress, label="qat")
         state.model = qmodel
         state.qat_trained = True      # quantize carries it into the QuantPlan export follows
         state.record(QATFacts(epochs_run=cfg.epochs, preserve_sparsity=preserve,
                               sparsity_before=round(sparsity, 4), sparsity_after=round(kernel_sparsity(qmodel), 4),
-                              labels_used=labelled, teacher="imported model"))
+                              labels_used=data.labelled, teacher="imported model"))
         return state

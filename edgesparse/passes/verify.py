@@ -16,7 +16,7 @@ from pydantic import Field
 
 from edgesparse.checks import COMPILER_NOT_RUN, check_artifact
 from edgesparse.errors import UserError
-from edgesparse.evaluate import predict
+from edgesparse.train.metrics import predict
 from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, RunContext, Stage, register_pass
 from edgesparse.runtime.artifact import RUNTIME_NAMES, open_artifact
 from edgesparse.state import ModelState, VerifyFacts

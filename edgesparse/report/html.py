@@ -35,11 +35,6 @@ def num(value: Any, nd: int = 2) -> str:
     return e(fmt(value, nd))
 
 
-def pct(fraction: Any) -> str:
-    """The prune pass records accuracies as fractions; the report shows percent."""
-    return num(None if fraction is None else round(100 * float(fraction), 2))
-
-
 def table(headers: list[str], rows: list[list[Any]], left: int = 1,
           row_class: Callable[[list[Any]], str] | None = None) -> str:
     """Cells are escaped here unless they are `Raw`; the first `left` columns align left."""
@@ -125,7 +120,7 @@ def _prune(f: dict[str, Any] | None, draw: bool) -> str:
                 ["parameters", f.get("params_before"), f.get("params_after"),
                  _ratio(f.get("params_after"), f.get("params_before"))]]
         if f.get("accuracy_before") is not None:
-            rows.append(["accuracy (%)", Raw(pct(f["accuracy_before"])), Raw(pct(f.get("accuracy_after"))), None])
+            rows.append(["accuracy (%)", f["accuracy_before"], f.get("accuracy_after"), None])
         out.append(table(["", "before", "after", "kept"], rows))
     channels = f.get("channels") or {}
     if channels:
@@ -147,8 +142,8 @@ def _prune(f: dict[str, Any] | None, draw: bool) -> str:
         out.append(table(["step", "channels removed", "MACs", "params", "acc. cut (%)", "acc. refit (%)",
                           "acc. fine-tuned (%)"],
                          [[s.get("step"), s.get("removed_channels"), s.get("macs"), s.get("params"),
-                           Raw(pct(s.get("accuracy_pruned"))), Raw(pct(s.get("accuracy_reconstructed"))),
-                           Raw(pct(s.get("accuracy_finetuned")))] for s in steps]))
+                           s.get("accuracy_pruned"), s.get("accuracy_reconstructed"),
+                           s.get("accuracy_finetuned")] for s in steps]))
     out.append(_sensitivity(f.get("sensitivity"), draw))
     return "\n".join(out)
 
@@ -160,11 +155,11 @@ def _sensitivity(s: dict[str, Any] | None, draw: bool) -> str:
                   key=float)
     out = ["<h3>Sensitivity</h3>",
            f'<p class="meta">{e(s.get("metric", "metric"))} with one channel group pruned alone '
-           f'(unpruned: {pct(s.get("baseline"))} %).</p>']
+           f'(unpruned: {num(s.get("baseline"))} %).</p>']
     if draw:
         out.append(image(plots.sensitivity_plot(s), "prune sensitivity curves per channel group"))
     out.append(table(["group", "channels"] + [f"{float(k):.0%} removed" for k in keys],
-                     [[row.get("group"), row.get("channels")] + [Raw(pct(row.get(k))) for k in keys]
+                     [[row.get("group"), row.get("channels")] + [row.get(k) for k in keys]
                       for row in s["table"]]))
     return "\n".join(out)
 

@@ -81,7 +81,7 @@ def sensitivity_plot(sensitivity: dict[str, Any]) -> bytes | None:
             points = [(0.0, baseline)] + points
         if not points:
             continue
-        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o",
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                 color=COLORS[i % len(COLORS)], label=str(row.get("group", f"group {i}")))
     ax.set_xlim(-0.02, 1.0)
     ax.set_xlabel("fraction of the group's channels removed (that group alone, no refit)")

@@ -19,7 +19,7 @@ import numpy as np
 from edgesparse._tf import tf
 from edgesparse.graph import linear as patches
 from edgesparse.graph.channels import ChannelGraph, Group
-from edgesparse.passes.prune.training import loss_fn
+from edgesparse.train.losses import sparse_cross_entropy
 
 CRITERIA: dict[str, type["Criterion"]] = {}
 
@@ -218,7 +218,7 @@ class Taylor(Criterion):
         g = inp.graph
         keys = consumer_inputs(group, g)
         sub = patches.submodel(inp.model, [g.tensors[k] for k in keys] + list(inp.model.outputs))
-        loss = loss_fn(inp.model)
+        loss = sparse_cross_entropy(inp.model)
         per_sample = []
         for start in range(0, len(inp.x), 128):
             xb = tf.convert_to_tensor(inp.x[start:start + 128])

@@ -25,7 +25,8 @@ from edgesparse.graph.channels import ChannelGraph
 from edgesparse.passes.prune.criteria import ScoreInputs, get_criterion
 from edgesparse.passes.prune.reconstruct import refit_layers
 from edgesparse.graph.surgery import count_params, layer_keeps, shrink
-from edgesparse.passes.prune.training import accuracy, agreement, finetune
+from edgesparse.passes.prune.training import finetune
+from edgesparse.train.metrics import accuracy, agreement, predict
 
 
 @dataclass
@@ -87,10 +88,10 @@ def _size(model, graph: ChannelGraph) -> tuple[int, int]:
 
 
 def _evaluator(data: Data, reference):
-    """Accuracy on validation data with labels; otherwise agreement with the reference."""
+    """Accuracy (%) on validation data with labels; otherwise agreement (%) with the reference."""
     if data.x_val is not None and data.y_val is not None:
         return (lambda m: accuracy(m, data.x_val, data.y_val)), "validation accuracy"
-    ref = reference.predict(data.x_calib, verbose=0)
+    ref = predict(reference, data.x_calib)
     return (lambda m: agreement(m, ref, data.x_calib)), "top-1 agreement with the unpruned model"
 
 
@@ -144,7 +145,7 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
     final_counts = {_key(graph0.groups[gid]): (graph0.groups[gid].size, len(r)) for gid, r in final_plan.items()}
 
     current, base_acc = model, (evaluate(model) if data.y_val is not None else None)
-    facts["accuracy_before"] = base_acc
+    facts["accuracy_before"] = None if base_acc is None else round(base_acc, 3)
     for step in range(1, settings.steps + 1):
         task = progress.task(f"prune: step {step}/{settings.steps}", total=3)
         graph = graph0 if step == 1 else ChannelGraph(current)
@@ -163,20 +164,20 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
         task.advance(1)
         record = {"step": step, "removed_channels": int(sum(len(v) for v in plan.values()))}
         if base_acc is not None:
-            record["accuracy_pruned"] = round(evaluate(pruned), 4)
+            record["accuracy_pruned"] = round(evaluate(pruned), 3)
         if settings.reconstruct:
             errors = refit_layers(current, pruned, keeps, data.x_calib, seed=settings.seed,
                                   max_rows=settings.max_rows)
             facts["reconstruction"].append({"step": step, "layers": errors})
             if base_acc is not None:
-                record["accuracy_reconstructed"] = round(evaluate(pruned), 4)
+                record["accuracy_reconstructed"] = round(evaluate(pruned), 3)
         task.advance(1)
         if data.labelled and settings.finetune_epochs > 0:
             losses = finetune(pruned, data.x_train, data.y_train, settings.finetune_epochs,
                               settings.finetune_lr, settings.batch_size, settings.seed + step)
             record["finetune_loss"] = [round(v, 4) for v in losses]
             if base_acc is not None:
-                record["accuracy_finetuned"] = round(evaluate(pruned), 4)
+                record["accuracy_finetuned"] = round(evaluate(pruned), 3)
         task.advance(1)
         task.close()
         g_after = ChannelGraph(pruned)
@@ -191,7 +192,7 @@ def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | 
                  macs_reduction=round(macs0 / max(macs1, 1), 3),
                  channels={p: [int(len(graph0.producer_atoms[p])),
                                int(len(final_graph.producer_atoms.get(p, [])))] for p in graph0.producer_atoms},
-                 accuracy_after=(round(evaluate(current), 4) if base_acc is not None else None))
+                 accuracy_after=(round(evaluate(current), 3) if base_acc is not None else None))
     result.model = current
     return result
 

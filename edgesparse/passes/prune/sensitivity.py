@@ -27,7 +27,8 @@ def group_label(g: Group) -> str:
 
 def analyse(planner: Planner, evaluate: Callable[[object], float], ratios=DEFAULT_RATIOS,
             progress=None) -> dict:
-    """{'baseline': metric, 'rows': [{group, channels, ratio -> metric}], 'curves': {gid: (r, drop)}}."""
+    """{'baseline': metric, 'rows': [{group, channels, ratio -> metric}], 'curves': {gid: (r, drop)}};
+    the metric is a percentage (accuracy or agreement), as everywhere."""
     graph = planner.graph
     baseline = evaluate(graph.model)
     rows, curves = [], {}
@@ -40,14 +41,14 @@ def analyse(planner: Planner, evaluate: Callable[[object], float], ratios=DEFAUL
                 continue
             actual = len(removed[gid]) / g.size
             metric = evaluate(shrink(graph.model, graph, graph.atom_keep_from_units(removed)))
-            row[f"{r:g}"] = round(metric, 4)
+            row[f"{r:g}"] = round(metric, 3)
             rs.append(actual)
             drops.append(max(0.0, baseline - metric))
             if progress is not None:
                 progress.advance(1)
         rows.append(row)
         curves[gid] = (np.array(rs), np.maximum.accumulate(np.array(drops)))
-    return {"baseline": round(baseline, 4), "rows": rows, "curves": curves}
+    return {"baseline": round(baseline, 3), "rows": rows, "curves": curves}
 
 
 def plot(result: dict, ratios, path: Path, metric_name: str) -> Path:
@@ -61,7 +62,7 @@ def plot(result: dict, ratios, path: Path, metric_name: str) -> Path:
         ys = [result["baseline"]] + [row[f"{r:g}"] for r in ratios if f"{r:g}" in row]
         ax.plot(xs, ys, marker="o", label=row["group"])
     ax.set_xlabel("fraction of the group's channels removed")
-    ax.set_ylabel(metric_name)
+    ax.set_ylabel(f"{metric_name} (%)")
     ax.set_title("prune sensitivity per group")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

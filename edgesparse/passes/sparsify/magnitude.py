@@ -26,6 +26,8 @@ from edgesparse._tf import keras
 from edgesparse.passes.sparsify import linear
 from edgesparse.passes.sparsify.masks import Pattern
 from edgesparse.passes.sparsify.refit import LayerRecord, clone_with_weights
+from edgesparse.train.losses import CrossEntropy
+from edgesparse.train.trainer import train
 
 PRUNE_FRACTION = 2 / 3      # share of the fine-tune spent ramping sparsity up
 MASK_UPDATES = 10           # how many times the mask moves during the ramp
@@ -63,14 +65,6 @@ def _wrappable(layer, pattern: Pattern) -> bool:
     return True
 
 
-def _loss_for(model) -> Any:
-    """Sparse categorical cross-entropy on probabilities or logits, as the model outputs."""
-    last = model.layers[-1]
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
-    from_logits = activation != "softmax" and type(last).__name__ != "Softmax"
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-
-
 @dataclass
 class MagnitudeResult:
     model: Any
@@ -86,7 +80,6 @@ def magnitude_prune(model, x_train: np.ndarray, y_train: np.ndarray, sparsity: f
     import tensorflow_model_optimization as tfmot  # heavy, and only this route needs it
 
     sparsity_api = tfmot.sparsity.keras
-    keras.utils.set_random_seed(seed)
     schedule = derive_schedule(len(x_train), batch_size, epochs)
     final = pattern.sparsity if pattern.structured else sparsity
     pruning_schedule = sparsity_api.PolynomialDecay(
@@ -107,11 +100,10 @@ def magnitude_prune(model, x_train: np.ndarray, y_train: np.ndarray, sparsity: f
 
     # The wrappers hold base's own layer objects, so the weights come along.
     pruned = keras.models.clone_model(base, clone_function=wrap)
-    pruned.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=_loss_for(model),
-                   metrics=["accuracy"])
-    callbacks = [sparsity_api.UpdatePruningStep(), _ProgressCallback(progress, epochs)]
-    history = pruned.fit(np.asarray(x_train, np.float32), np.asarray(y_train), epochs=epochs,
-                         batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+    result = train(pruned, (np.asarray(x_train, np.float32), np.asarray(y_train)), loss=CrossEntropy(),
+                   epochs=epochs, lr=learning_rate, batch_size=batch_size, seed=seed,
+                   callbacks=[sparsity_api.UpdatePruningStep()],     # trap 2: the masks never move without it
+                   progress=progress, label="sparsify: fine-tune with magnitude pruning")
     stripped = sparsity_api.strip_pruning(pruned)
     layers = []   # count the zeros: the schedule's word is not proof (trap 2)
     for layer in stripped.layers:
@@ -127,18 +119,5 @@ def magnitude_prune(model, x_train: np.ndarray, y_train: np.ndarray, sparsity: f
                                   shape=[int(d) for d in kernels[0].shape], weights=size,
                                   zeros=zeros, sparsity=round(zeros / size, 4), skipped=skipped))
     return MagnitudeResult(model=stripped, layers=layers, schedule=schedule,
-                           history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+                           history=result.history)
 
-
-class _ProgressCallback(keras.callbacks.Callback):
-    def __init__(self, progress, epochs: int):
-        super().__init__()
-        self.task = progress.task("sparsify: fine-tune with magnitude pruning", total=epochs) if progress else None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.task:
-            self.task.advance(1)
-
-    def on_train_end(self, logs=None):
-        if self.task:
-            self.task.close()

@@ -98,7 +98,7 @@ class SparsifyPass(Pass):
             update={"sparsity": self.config.target_sparsity() * strength}))
 
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
-        from edgesparse.evaluate import accuracy
+        from edgesparse.train.metrics import accuracy
         from edgesparse.passes.sparsify.masks import nm_violations, parse_pattern
         from edgesparse.passes.sparsify import linear
 

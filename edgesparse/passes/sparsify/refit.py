@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse._tf import keras
-from edgesparse.evaluate import predict
+from edgesparse.train.metrics import predict
 from edgesparse.passes.sparsify import linear
 from edgesparse.passes.sparsify.masks import Pattern, keep_counts, layer_densities
 from edgesparse.passes.sparsify.solver import OBS_FLOP_BUDGET, LayerProblem, fit_layer, obs_flops

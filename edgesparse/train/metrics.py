@@ -1,4 +1,7 @@
-"""Keras-side measurements shared by the instruments, the budget search and the passes."""
+"""Keras-side measurements shared by the instruments, the budget search and the passes.
+
+Accuracy and agreement are percentages everywhere (the one unit the reports print).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -16,10 +19,15 @@ def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy in percent."""
-    return float(np.mean(predict(model, x).argmax(axis=-1) == y) * 100.0)
+    return float(np.mean(predict(model, x).argmax(axis=-1) == np.asarray(y).reshape(-1)) * 100.0)
 
 
-def measure_model(state, ctx) -> dict[str, Any]:
+def agreement(model, reference_outputs: np.ndarray, x: np.ndarray) -> float:
+    """Top-1 agreement in percent with a reference's outputs: the fidelity measure without labels."""
+    return float(np.mean(predict(model, x).argmax(axis=-1) == np.argmax(reference_outputs, -1)) * 100.0)
+
+
+def keras_metrics(state, ctx) -> dict[str, Any]:
     """Params, MACs and (with labelled data) Keras validation accuracy of the working model."""
     metrics: dict[str, Any] = dict(model_summary(state.model))
     data = ctx.data

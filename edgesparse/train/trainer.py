@@ -1,0 +1,132 @@
+"""The one training loop: Keras `fit` on the tf_keras working form, with our loss and callbacks.
+
+The model is wrapped in a small `keras.Model` whose `train_step` computes the objective, adds
+the regularizers (callables model -> scalar tensor) and the model's own layer losses, applies
+the gradients, then runs the post-step hooks (callables model -> None, e.g. proximal steps).
+Keras does the rest: the loop, callbacks, `stop_training`, History.
+
+Seeded: batches come in an order drawn from `numpy.random.default_rng(seed)` (a fresh
+permutation every epoch, the last batch of an epoch may be short), independent of TensorFlow's
+global random state; `tf.random.set_seed(seed)` fixes dropout and any other random op.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from edgesparse._tf import keras, tf
+from edgesparse.train.callbacks import EarlyStopping, EveryNSteps, ProgressCallback
+from edgesparse.train.losses import Objective
+from edgesparse.train.metrics import accuracy
+
+Regularizer = Callable[[Any], Any]   # model -> scalar tensor added to the loss
+PostStep = Callable[[Any], None]     # model -> None, runs after every optimizer step
+
+
+@dataclass
+class TrainResult:
+    history: dict[str, list[float]] = field(default_factory=dict)   # per epoch: loss, val_loss, ...
+    epochs_run: int = 0
+    best_epoch: int | None = None      # with validation: the epoch whose weights were kept (0 = none)
+    stopped_early: bool = False
+
+
+class _Trainee(keras.Model):
+    """Wraps the model being trained; only `train_step` is used (the model keeps its own call)."""
+
+    def __init__(self, net, objective: Objective, regularizers: Sequence[Regularizer],
+                 post_step: Sequence[PostStep]):
+        super().__init__()
+        self.net = net
+        self._objective, self._regularizers, self._post_step = objective, list(regularizers), list(post_step)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]   # reset by fit at every epoch start: the epoch's mean loss
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            loss = self._objective(self.net, x, y, training=True)
+            for reg in self._regularizers:
+                loss += reg(self.net)
+            if self.net.losses:          # layers' own regularizers, as compiled Keras losses add them
+                loss += tf.add_n(self.net.losses)
+        variables = self.net.trainable_variables + list(self._objective.trainable_variables)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        for hook in self._post_step:
+            hook(self.net)
+        self.loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        return {"loss": self.loss_tracker.result()}
+
+
+def _batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, epochs: int, seed: int):
+    """A dataset of every epoch's batches, in the seeded order."""
+    rng = np.random.default_rng(seed)
+    steps = max(1, math.ceil(len(x) / batch_size))
+
+    def gen():
+        for _ in range(epochs):
+            order = rng.permutation(len(x))
+            for s in range(steps):
+                idx = order[s * batch_size:(s + 1) * batch_size]
+                yield (x[idx],) if y is None else (x[idx], y[idx])
+
+    spec = [tf.TensorSpec((None,) + x.shape[1:], x.dtype)]
+    if y is not None:
+        spec.append(tf.TensorSpec((None,) + y.shape[1:], y.dtype))
+    return tf.data.Dataset.from_generator(gen, output_signature=tuple(spec)), steps
+
+
+def train(model, data: tuple[np.ndarray, np.ndarray | None], *, loss: Objective, epochs: int,
+          lr: float, batch_size: int = 64, seed: int = 0, schedule: Literal["constant", "cosine"] = "constant",
+          validation: tuple[np.ndarray, np.ndarray | None] | None = None, patience: int | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = (), regularizers: Sequence[Regularizer] = (),
+          post_step: Sequence[PostStep] = (), progress=None, label: str = "train") -> TrainResult:
+    """Train `model` in place with Adam; see the module docstring for what is seeded.
+
+    data: (x, y), y None to train without labels (the loss must allow it).
+    schedule: "cosine" decays the learning rate to 0 over all steps.
+    validation: (x_val, y_val or None): validated before training and after every epoch with
+        `loss.validation_loss` and, given labels, accuracy (%); the best epoch's weights are
+        restored at the end, and with `patience` training stops after that many epochs without
+        a better one (callbacks.EarlyStopping).
+    progress: the pipeline's Progress (one task named `label`, advanced per epoch), or None.
+    """
+    x, y = np.asarray(data[0]), (None if data[1] is None else np.asarray(data[1]))
+    tf.random.set_seed(seed)
+    dataset, steps = _batches(x, y, batch_size, epochs, seed)
+    rate = keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if schedule == "cosine" else lr
+    trainee = _Trainee(model, loss, regularizers, post_step)
+    trainee.compile(optimizer=keras.optimizers.Adam(rate))
+
+    cbs: list = []
+    stopper = None
+    if validation is not None:
+        x_val, y_val = validation
+
+        def validate(net) -> dict:
+            return {"val_loss": float(loss.validation_loss(net, tf.constant(x_val), None if y_val is None
+                                                           else tf.constant(y_val))),
+                    "val_accuracy": None if y_val is None else accuracy(net, x_val, y_val)}
+
+        stopper = EarlyStopping(model, validate, patience)
+        cbs.append(stopper)
+    if progress is not None:
+        cbs.append(ProgressCallback(progress, label, epochs))
+    for cb in callbacks:
+        if isinstance(cb, EveryNSteps) and cb.net is None:
+            cb.net = model
+        cbs.append(cb)
+    hist = trainee.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=cbs)
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    return TrainResult(history=history, epochs_run=len(history.get("loss", [])),
+                       best_epoch=stopper.best_epoch if stopper else None,
+                       stopped_early=bool(stopper and stopper.stopped_early))
