@@ -7,16 +7,17 @@ removed channels: producer output columns and biases, BatchNorm vectors, depthwi
 PReLU alphas, and the input rows of every following layer (through Concatenate offsets and
 Flatten's channels-last striding, which the channel maps already encode).
 
-`weight_index` says, for one layer, which indices of each weight survive. The same function
-drives both the copy and the parameter count of a plan, so the budget and the surgery can
-never disagree.
+`weight_index` says, for one layer, which indices of each weight survive (from the weight axes
+of its rule in graph/layers.py). The same function drives both the copy and the parameter count
+of a plan (`planned_params`), so the budget and the surgery can never disagree.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edgesparse._tf import keras
-from edgesparse.graph.channels import ChannelGraph, PRODUCERS
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.graph.layers import IN, OUT, leaf_layers, rule_of, weight_axes
 
 Keep = "np.ndarray | None"    # kept indices along an axis; None: all
 
@@ -38,51 +39,28 @@ def _full(idx, n) -> bool:
 
 
 def weight_index(layer, in_keep, out_keep) -> list[list]:
-    """For each weight of `layer` (get_weights order): per axis, kept indices or None (all)."""
-    kind = type(layer).__name__
+    """For each weight of `layer` (get_weights order): per axis, kept indices or None (all).
+
+    The axes that carry channels come from the layer's rule (graph/layers.py)."""
     shapes = [tuple(w.shape) for w in layer.weights]
-    none = [[None] * len(s) for s in shapes]
-    if kind == "Dense" or kind in ("Conv1D", "Conv2D"):
-        idx = none
-        idx[0][-2], idx[0][-1] = in_keep, out_keep
-        if len(shapes) > 1:
-            idx[1][0] = out_keep
-        return idx
-    if kind == "Conv2DTranspose":
-        idx = none
-        idx[0][-2], idx[0][-1] = out_keep, in_keep
-        if len(shapes) > 1:
-            idx[1][0] = out_keep
-        return idx
-    if kind in ("SeparableConv1D", "SeparableConv2D"):
-        idx = none
-        mult = shapes[0][-1]
-        idx[0][-2] = in_keep
-        if in_keep is not None:   # pointwise rows are (input channel, multiplier) pairs
-            idx[1][-2] = (np.asarray(in_keep)[:, None] * mult + np.arange(mult)[None, :]).ravel()
-        idx[1][-1] = out_keep
-        if len(shapes) > 2:
-            idx[2][0] = out_keep
-        return idx
-    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        idx = none
-        idx[0][-2] = in_keep
-        if len(shapes) > 1:
-            idx[1][0] = in_keep
-        return idx
-    if kind == "BatchNormalization":
-        return [[in_keep] for _ in shapes]
-    if kind == "PReLU":
-        channels = shapes[0][-1]
-        idx = none
-        if in_keep is not None and channels > 1:
-            idx[0][-1] = in_keep
-        return idx
-    # Anything else must see its channels untouched (the graph analysis guarantees it).
-    for s in shapes:
-        if s and not (_full(in_keep, s[-1]) or _full(out_keep, s[-1])):
-            raise AssertionError(f"internal: {layer.name} ({kind}) would need slicing")
-    return none
+    index = [[None] * len(s) for s in shapes]
+    axes = weight_axes(layer)
+    if axes is None:
+        # Anything else must see its channels untouched (the graph analysis guarantees it).
+        for s in shapes:
+            if s and not (_full(in_keep, s[-1]) or _full(out_keep, s[-1])):
+                raise AssertionError(f"internal: {layer.name} ({type(layer).__name__}) would need slicing")
+        return index
+    for idx, ax in zip(index, axes):
+        for axis, tag in ax.items():
+            if tag == OUT:
+                idx[axis] = out_keep
+            elif tag == IN:
+                idx[axis] = in_keep
+            elif in_keep is not None:      # In(k): k consecutive positions per input channel
+                k = tag.repeat
+                idx[axis] = (np.asarray(in_keep)[:, None] * k + np.arange(k)[None, :]).ravel()
+    return index
 
 
 def slice_weights(layer, in_keep, out_keep) -> list[np.ndarray]:
@@ -95,23 +73,15 @@ def slice_weights(layer, in_keep, out_keep) -> list[np.ndarray]:
     return out
 
 
-def count_params(model, keeps: dict[str, tuple]) -> int:
+def planned_params(model, keeps: dict[str, tuple]) -> int:
     """Parameters of the model that `keeps` describes, without building it."""
     total = 0
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         in_keep, out_keep = keeps.get(layer.name, (None, None))
         for w, axes in zip(layer.weights, weight_index(layer, in_keep, out_keep)):
             total += int(np.prod([len(i) if i is not None else d for i, d in zip(axes, w.shape)],
                                  dtype=np.int64))
     return total
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
@@ -121,11 +91,9 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
     def clone_layer(layer):
         config = layer.get_config()
         _, out_keep = keeps.get(layer.name, (None, None))
-        kind = type(layer).__name__
-        if kind in PRODUCERS and out_keep is not None:
-            config["units" if kind == "Dense" else "filters"] = int(len(out_keep))
-        elif kind == "Reshape" and out_keep is not None:     # channel-keeping reshape: new width
-            config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(len(out_keep)),)
+        resize = rule_of(layer).resize
+        if resize is not None and out_keep is not None:
+            config = resize(config, len(out_keep))
         return layer.__class__.from_config(config)
 
     new = keras.models.clone_model(model, clone_function=clone_layer)
@@ -136,3 +104,4 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
         in_keep, out_keep = keeps.get(layer.name, (None, None))
         layer.set_weights(slice_weights(old, in_keep, out_keep))
     return new
+
