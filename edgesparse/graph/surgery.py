@@ -1,5 +1,11 @@
-"""Surgery: build a genuinely smaller dense tf_keras model and copy the kept weights into it.
+"""Surgery: edit the working form and carry the weights over.
 
+- `shrink`: a genuinely smaller dense model with the kept weights copied (below);
+- `grow`: a wider producer group, function-preserving (new channels are read by zero rows);
+- `replace`: one layer by a chain of layers (low-rank factorisation);
+- `insert` / `remove`: training-only layers such as gates and masks.
+
+Shrink in detail:
 The new model is the old graph cloned layer by layer (`clone_model`, so Lambda, TF-op and
 custom layers are rebuilt by Keras itself), with `filters`/`units` of each pruned producer set
 to the number of channels it keeps. Weights are then copied, sliced along the axes that carry
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgesparse._tf import keras
+from edgesparse._tf import keras, tf
 from edgesparse.graph.channels import ChannelGraph
-from edgesparse.graph.layers import IN, OUT, leaf_layers, rule_of, weight_axes
+from edgesparse.graph.flatten import map_tensors
+from edgesparse.graph.functional import clone_with_weights
+from edgesparse.graph.layers import IN, OUT, Role, leaf_layers, rule_of, weight_axes
 
 Keep = "np.ndarray | None"    # kept indices along an axis; None: all
 
@@ -26,7 +34,7 @@ def layer_keeps(graph: ChannelGraph, atom_keep: np.ndarray) -> dict[str, tuple]:
     """{layer name: (kept input channels, kept output channels)} for single-tensor layers."""
     keeps = {}
     for call in graph.calls:
-        if call.kind == "InputLayer" or call.name in keeps:
+        if rule_of(call.layer).role is Role.INPUT or call.name in keeps:
             continue
         inp = graph.kept_positions(call.inputs[0], atom_keep) if len(call.inputs) == 1 else None
         out = graph.kept_positions(call.outputs[0], atom_keep) if len(call.outputs) == 1 else None
@@ -105,3 +113,175 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
         layer.set_weights(slice_weights(old, in_keep, out_keep))
     return new
 
+
+# ----------------------------------------------------------------------------- grow
+
+def grow(model, producer_name: str, n_new: int, scale: float = 0.1):
+    """The model with `n_new` more output channels in the group of `producer_name`, computing
+    exactly what `model` computes. The input is untouched.
+
+    Every producer tied to it (through Add, Multiply, ...) grows by the same `n_new`, and so do
+    the channel-wise layers the channels flow through (BatchNorm, depthwise convs, PReLU, which
+    start from their initialisers). New output columns are the layer's initialiser scaled by
+    `scale` (small and random, so training can move them); the input rows of every layer that
+    reads the new channels are ZERO, so nothing downstream sees them until it is trained to.
+    A later ChannelGraph sees the new channels as units of the same group, so `shrink` can take
+    them away again.
+    """
+    from edgesparse.errors import UserError
+
+    graph = ChannelGraph(model)
+    group = next((g for g in graph.groups if producer_name in g.producers), None)
+    if group is None:
+        raise UserError(f"cannot grow {producer_name!r}: it is not a Conv/Dense layer of the model "
+                        "(see `edgesparse inspect MODEL` for the producers)")
+    if not group.prunable:
+        raise UserError(f"cannot grow {producer_name!r}: its channels are fixed ({group.reasons[0]})")
+    if n_new < 1:
+        raise UserError(f"cannot grow {producer_name!r} by {n_new} channels; ask for at least 1")
+    old_width = {p: len(graph.producer_atoms[p]) for p in group.producers}
+    if any(len(u) != len(group.producers) for u in group.units) or set(old_width.values()) != {group.size}:
+        raise UserError(f"cannot grow {producer_name!r}: its group ties channels of "
+                        f"{', '.join(group.producers)} at different offsets (Concatenate then Add); "
+                        "grow a producer outside such a block")
+
+    def grown_width(key) -> int | None:
+        m = graph.maps.get(key)
+        if m is None:
+            return None
+        mine = np.zeros(len(m), dtype=bool)
+        mine[m >= 0] = graph.atom_group[m[m >= 0]] == group.id
+        return len(m) + n_new * int(mine.sum()) // group.size
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        resize = rule_of(layer).resize
+        if resize is not None and len(layer._inbound_nodes) == 1:
+            width = grown_width(graph.call_of(layer.name).outputs[0])
+            if width is not None and width != layer.output_shape[-1]:
+                config = resize(config, width)
+        return layer.__class__.from_config(config)
+
+    wide = keras.models.clone_model(model, clone_function=clone_layer)
+    wide_graph = ChannelGraph(wide)
+    is_old = np.array([c < old_width.get(p, c + 1)
+                       for p, c in zip(wide_graph.atom_producer, wide_graph.atom_channel)], dtype=bool)
+    _check_grown(wide_graph, producer_name, group.size + n_new, is_old)
+    keeps = layer_keeps(wide_graph, is_old)
+    for layer in wide.layers:
+        old = model.get_layer(layer.name)
+        if old.weights:
+            in_keep, out_keep = keeps.get(layer.name, (None, None))
+            layer.set_weights(_embed_weights(old, layer, in_keep, out_keep, scale))
+    return wide
+
+
+def _check_grown(graph: ChannelGraph, producer: str, size: int, is_old: np.ndarray) -> None:
+    """The grown group has the new size, and no unit ties a new channel to an old one."""
+    group = next(g for g in graph.groups if producer in g.producers)
+    mixed = [u for u in group.units if len(set(is_old[u])) > 1]
+    if group.size != size or mixed:
+        raise AssertionError(f"internal: growing {producer} gave a group of {group.size} "
+                             f"channels ({len(mixed)} mixing old and new), not {size}")
+
+
+def _embed_weights(old, new, in_keep, out_keep, scale: float) -> list[np.ndarray]:
+    """`new`'s weights with `old`'s copied into the positions of the old channels. For a
+    producer, new input rows are zero and new output columns its initialiser times `scale`."""
+    producer = rule_of(new).role is Role.PRODUCER
+    out = []
+    old_w = old.get_weights()
+    for w, full, ins, outs in zip(new.get_weights(), weight_index(new, in_keep, out_keep),
+                                  weight_index(new, in_keep, None), weight_index(new, None, out_keep)):
+        w = w * scale if producer else w.copy()
+        for axis, idx in enumerate(ins):
+            if producer and idx is not None:
+                gone = np.setdiff1d(np.arange(w.shape[axis]), idx)
+                w[(slice(None),) * axis + (gone,)] = 0.0
+        at = np.ix_(*[np.arange(d) if i is None else np.asarray(i, dtype=np.int64)
+                      for i, d in zip(full, w.shape)])
+        w[at] = old_w[len(out)]
+        out.append(w.astype(old_w[len(out)].dtype))
+    return out
+
+
+# ----------------------------------------------------------------------------- edit the graph
+
+def replace(model, layer_name: str, new_layers: list):
+    """The model with layer `layer_name` replaced by a chain of layers (applied in order to its
+    input), e.g. a Dense by two thinner Dense. Layers built beforehand keep their weights; the
+    others start from their initialisers. The input is untouched."""
+    _need_single_tensor(model, layer_name, "replace")
+    _need_new_names(model, new_layers)
+
+    def chain(layer, args, kwargs):
+        x = args[0]
+        for new in new_layers:
+            x = new(x)
+        return x
+    return _rebuild(model, {layer_name: chain})
+
+
+def insert(model, after: str, layer):
+    """The model with `layer` applied to the output of layer `after`, which every former reader
+    of that output now reads instead (a gate, a mask). The input is untouched."""
+    model.get_layer(after)
+    _need_new_names(model, [layer])
+    return _rebuild(model, {after: lambda old, args, kwargs: layer(old(*args, **kwargs))})
+
+
+def remove(model, layer_name: str):
+    """The model without layer `layer_name`, whose readers read its input instead; it must keep
+    its input's shape (a gate, a mask, a dropout). The input is untouched."""
+    from edgesparse.errors import UserError
+
+    layer = _need_single_tensor(model, layer_name, "remove")
+    if tuple(layer.input_shape) != tuple(layer.output_shape):
+        raise UserError(f"cannot remove {layer_name!r}: it changes the shape {layer.input_shape} -> "
+                        f"{layer.output_shape}; use replace() instead")
+    return _rebuild(model, {layer_name: lambda old, args, kwargs: args[0]})
+
+
+def _need_single_tensor(model, name: str, what: str):
+    from edgesparse.errors import UserError
+
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        raise UserError(f"cannot {what} {name!r}: the model has no layer of that name") from None
+    if len(layer._inbound_nodes) != 1 or len(tf.nest.flatten(layer.input)) != 1 \
+            or len(tf.nest.flatten(layer.output)) != 1:
+        raise UserError(f"cannot {what} {name!r}: only a layer called once on one tensor can be edited")
+    return layer
+
+
+def _need_new_names(model, layers: list) -> None:
+    from edgesparse.errors import UserError
+
+    taken = {layer.name for layer in model.layers}
+    clash = [layer.name for layer in layers if layer.name in taken]
+    if clash or len({layer.name for layer in layers}) != len(layers):
+        raise UserError(f"layer names must be new and distinct: {', '.join(clash) or 'repeated'}")
+
+
+def _rebuild(model, substitute: dict):
+    """Re-run the graph of a private copy of `model`, calling `substitute[name](layer, args,
+    kwargs)` instead of those layers; then copy the result once more, so that every layer of
+    the returned model is called exactly once (a copy's layers also sit in the copy's graph)."""
+    source = clone_with_weights(model)
+    mapping = {id(t): t for t in tf.nest.flatten(source.inputs)}
+    for depth in sorted(source._nodes_by_depth.keys(), reverse=True):
+        for node in source._nodes_by_depth[depth]:
+            layer = node.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args, kwargs = map_tensors((node.call_args, node.call_kwargs), mapping)
+            if layer.name in substitute:
+                result = substitute[layer.name](layer, args, kwargs)
+            else:
+                result = layer(*args, **kwargs)
+            for original, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
+                mapping[id(original)] = new
+    outputs = [mapping[id(t)] for t in tf.nest.flatten(source.outputs)]
+    rebuilt = keras.Model(source.inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    return clone_with_weights(rebuilt)
