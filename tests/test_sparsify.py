@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from edgesparse._tf import keras
 from edgesparse.data import Dataset
+from edgesparse.graph import linear
 from edgesparse.train.metrics import accuracy, predict
-from edgesparse.passes.sparsify import linear
 from edgesparse.passes.sparsify.masks import (Pattern, keep_counts, layer_densities, nm_mask,
                                               nm_violations, parse_pattern)
 from edgesparse.passes.sparsify.pass_ import SparsifyConfig, SparsifyPass
@@ -125,18 +125,18 @@ def test_rows_times_kernel_reproduce_the_layer(make, shape):
     if len(weights) == 2:                   # a non-zero bias, so a dropped bias would show
         layer.set_weights([weights[0], rng.normal(size=weights[1].shape).astype(np.float32)])
     assert linear.check_linear_form(layer, x) < 1e-5
-    rows = linear.rows_of(layer, x)
+    rows = linear.input_rows(layer, x)
     assert rows.shape[1] == linear.kernel_matrix(layer).shape[0]
 
 
 def test_layers_we_cannot_refit_are_named_with_a_reason():
-    assert linear.why_not_sparsifiable(L.DepthwiseConv2D(3)) is not None
-    assert "grouped" in linear.why_not_sparsifiable(L.Conv2D(4, 3, groups=2))
+    assert linear.why_not_linear(L.DepthwiseConv2D(3)) is not None
+    assert "grouped" in linear.why_not_linear(L.Conv2D(4, 3, groups=2))
     shared = L.Dense(4)
     i = keras.Input((4,))
     keras.Model(i, shared(shared(i)))
-    assert "shared" in linear.why_not_sparsifiable(shared)
-    assert linear.why_not_sparsifiable(L.Dense(4)) is None
+    assert "shared" in linear.why_not_linear(shared)
+    assert linear.why_not_linear(L.Dense(4)) is None
 
 
 # ----------------------------------------------------------------------------- one layer

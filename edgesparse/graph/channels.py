@@ -2,7 +2,8 @@
 
 Every tensor in the graph gets a *channel map*: for each position on its channel axis (the
 last axis), the id of the *atom* it comes from, or -1 when it cannot be removed. An atom is one
-output channel of one prunable producer (Conv1D/2D, SeparableConv2D, Conv2DTranspose, Dense).
+output channel of one prunable producer (Conv1D/2D, SeparableConv2D, Conv2DTranspose, Dense:
+the layers whose rule in graph/layers.py has the producer role).
 
 Walking the graph in topological order:
 
@@ -28,21 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgesparse._tf import keras, tf
+from edgesparse.graph.layers import Role, rule_of
 
-PRODUCERS = {"Conv1D", "Conv2D", "SeparableConv1D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
-# Layers whose weights are indexed by channel and that keep the channel count.
-CHANNELWISE = {"BatchNormalization", "DepthwiseConv1D", "DepthwiseConv2D", "PReLU"}
-PASS_THROUGH = {
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-    "AlphaDropout", "ActivityRegularization", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU",
-    "Activation", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "UpSampling1D", "UpSampling2D",
-    "Cropping1D", "Cropping2D",
-}
-ELEMENTWISE = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"}
-# Activations that mix channels: removing one changes the others.
-CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
+# What each layer kind does to channels is decided by its rule in graph/layers.py.
 
 TensorKey = tuple  # (layer name, node index, tensor index)
 
@@ -121,46 +110,17 @@ def _channels(shape) -> int | None:
 def _unknown_reason(call: LayerCall, calls_per_layer: dict[str, int], in_shape: tuple,
                     out_shape: tuple) -> str | None:
     """Why this layer call cannot carry prunable channels; None when we understand it."""
-    layer, kind = call.layer, call.kind
+    layer = call.layer
     if calls_per_layer.get(layer.name, 0) > 1:
         return f"shared layer used at {calls_per_layer[layer.name]} call sites"
     if isinstance(layer, keras.Model):
         return "nested model that could not be flattened: rebuild it as one flat functional graph"
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         return "channels_first data format"
-    if kind in PRODUCERS:
-        if getattr(layer, "groups", 1) != 1:
-            return f"grouped convolution (groups={layer.groups})"
-        if kind in ("SeparableConv1D", "SeparableConv2D") and layer.depth_multiplier < 1:
-            return "separable conv with depth_multiplier < 1"
-        return None
-    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        if layer.depth_multiplier != 1:
-            return f"depthwise conv with depth_multiplier={layer.depth_multiplier} changes the channel count"
-        return None
-    if kind == "Reshape":
-        # Row-major: a reshape that keeps the last axis keeps every channel where it was
-        # (the squeeze-excite (C,) -> (1, 1, C) reshape, for one).
-        if in_shape and out_shape and in_shape[-1] is not None and in_shape[-1] == out_shape[-1]:
-            return None
-        return "Reshape that changes the channel axis"
-    if kind == "Rescaling":
-        if np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0:
-            return None
-        return "Rescaling with per-channel scale or offset"
-    if kind == "BatchNormalization":
-        rank = len(in_shape)
-        axes = [a % rank for a in layer.axis]
-        return None if axes == [rank - 1] else f"BatchNormalization over axis {layer.axis}, not the channel axis"
-    if kind == "PReLU":
-        return None
-    if kind == "Activation" and getattr(layer.activation, "__name__", "") in CHANNEL_MIXING_ACTIVATIONS:
-        return f"{layer.activation.__name__} mixes channels"
-    if kind in PASS_THROUGH or kind in ELEMENTWISE or kind in ("Flatten", "InputLayer"):
-        return None
-    if kind == "Concatenate":
-        return None
-    return f"{kind} is not understood by the channel analysis"
+    rule = rule_of(layer)
+    if rule.role is None:
+        return f"{call.kind} is not understood by the channel analysis"
+    return rule.refuse(layer, in_shape, out_shape) if rule.refuse else None
 
 
 class ChannelGraph:
@@ -222,8 +182,8 @@ class ChannelGraph:
             calls_per_layer[c.name] = calls_per_layer.get(c.name, 0) + 1
         for call in self.calls:
             ins = [self.maps.get(k) for k in call.inputs]
-            kind = call.kind
-            if kind == "InputLayer":
+            role = rule_of(call.layer).role
+            if role is Role.INPUT:
                 self.maps[call.outputs[0]] = self._fixed(call.outputs[0])
                 continue
             in_shape = tuple(self.tensors[call.inputs[0]].shape) if call.inputs else ()
@@ -239,18 +199,18 @@ class ChannelGraph:
                     self.maps[k] = self._fixed(k)
                 continue
             out = call.outputs[0]
-            if kind in PRODUCERS:
+            if role is Role.PRODUCER:
                 self._note(self._consumers, ins[0], call.name)
                 n = int(tuple(self.tensors[out].shape)[-1])
                 self.maps[out] = self._new_atoms(call.name, n)
-            elif kind in CHANNELWISE or kind in PASS_THROUGH or kind in ("Reshape", "Rescaling"):
+            elif role in (Role.CHANNELWISE, Role.PASS_THROUGH):
                 self._note(self._members, ins[0], call.name)
                 self.maps[out] = ins[0]
-            elif kind in ELEMENTWISE:
+            elif role is Role.MERGE:
                 self.maps[out] = self._merge(call, ins)
-            elif kind == "Concatenate":
+            elif role is Role.CONCAT:
                 self.maps[out] = self._concatenate(call, ins)
-            elif kind == "Flatten":
+            elif role is Role.FLATTEN:
                 self.maps[out] = self._flatten(call, ins[0])
         for t in tf.nest.flatten(self.model.outputs):
             self._poison(self.maps.get(tensor_key(t)),

@@ -36,7 +36,7 @@ def _replay(model, mapping: dict[int, object], flattened: list[str]):
             layer = node.layer
             if isinstance(layer, keras.layers.InputLayer):
                 continue
-            args, kwargs = _map((node.call_args, node.call_kwargs), mapping)
+            args, kwargs = map_tensors((node.call_args, node.call_kwargs), mapping)
             if isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False):
                 inner_inputs = tf.nest.flatten(layer.inputs)
                 given = tf.nest.flatten(args[0] if len(args) == 1 else args)
@@ -54,7 +54,8 @@ def _replay(model, mapping: dict[int, object], flattened: list[str]):
     return outs[0] if len(outs) == 1 else outs
 
 
-def _map(structure, mapping):
+def map_tensors(structure, mapping: dict[int, object]):
+    """`structure` with every graph tensor swapped for the one `mapping` holds for it."""
     def swap(x):
         if hasattr(x, "_keras_history"):       # a symbolic tensor of the graph
             if id(x) not in mapping:

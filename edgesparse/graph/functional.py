@@ -6,6 +6,7 @@ distillation, QAT, the from-scratch control and the import facts all ask it.
 from __future__ import annotations
 
 from edgesparse._tf import keras
+from edgesparse.graph.layers import unwrap
 
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -20,10 +21,7 @@ def _last_layer(model):
     layer = model.outputs[0]._keras_history.layer
     while isinstance(layer, keras.Model):            # a nested model: look inside it
         layer = layer.outputs[0]._keras_history.layer
-    while hasattr(layer, "layer") and type(layer).__name__ in (
-            "QuantizeWrapper", "QuantizeWrapperV2", "PruneLowMagnitude"):
-        layer = layer.layer                          # tfmot wrappers (QAT, pruning) hold the real layer
-    return layer
+    return unwrap(layer)                             # tfmot wrappers (QAT, pruning) hold the real layer
 
 
 def output_activation(model) -> str:

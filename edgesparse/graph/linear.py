@@ -1,67 +1,64 @@
-"""Layers as matrix products, so least squares and greedy selection can work on them.
+"""Layers as matrix products, so least squares, greedy selection and sparse refits can work on them.
 
-A Dense layer is `x @ W + b`; a Conv1D/Conv2D is the same product on im2col patches
-(`tf.image.extract_patches`, whose (row, column, channel) order matches the kernel's
-(kh, kw, in) layout once the kernel is reshaped to (kh*kw*in, out)). Both give rows of inputs
-and a 2-D kernel, which is all reconstruction and the greedy criterion need.
+A layer with a linear form computes `pre_activation = rows @ K + b`, with K the kernel as a
+(taps * in, out) matrix and one row per output position:
+
+- Dense: the input with every leading axis folded into rows.
+- Conv1D / Conv2D (channels_last, groups=1): the im2col patch matrix, columns ordered
+  (kh, kw, c_in) like the kernel (`tf.image.extract_patches` gives exactly that order).
+  Conv1D is a Conv2D of height 1; 'causal' is a left pad then 'valid'.
+
+Which layers have such a form, and how their rows are unfolded, is their rule's `im2col`
+(graph/layers.py). Other layers (depthwise, separable, transposed convs, grouped convs, shared
+layers) have none here: callers skip them and say why. `check_linear_form` compares the matrix
+form with the layer's own output, so a layer we would get wrong is skipped, never silently refit.
+
+The second half is "the activations at a layer's input": `input_model`, `layer_input`, `run`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edgesparse._tf import keras, tf
+from edgesparse.graph.layers import kinds_with, rule_of
 
-LINEAR_KINDS = {"Dense", "Conv1D", "Conv2D"}
-
-
-def submodel(model, tensors: list):
-    """A model from the model's inputs to some of its intermediate tensors."""
-    return keras.Model(model.inputs, list(tensors))
+KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
-def layer_input(model, name: str):
-    """The input tensor of layer `name` at its call inside `model` (layers of a flattened
-    nested model also have a call inside the old nested graph, which `layer.input` would give)."""
-    layer = model.get_layer(name)
-    for i, node in enumerate(layer._inbound_nodes):
-        if f"{name}_ib-{i}" in model._network_nodes:
-            return node.input_tensors
-    return layer.input
+# ----------------------------------------------------------------------------- the linear form
+
+def has_linear_form(layer) -> bool:
+    return rule_of(layer).im2col is not None
 
 
-def run(model, x: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
-    """Eager calls in batches: for the one-off submodels here, `predict` spends longer tracing
-    a tf.function than computing."""
-    parts: list[list[np.ndarray]] = []
-    for start in range(0, len(x), batch_size):
-        out = model(tf.convert_to_tensor(x[start:start + batch_size]), training=False)
-        parts.append([t.numpy() for t in tf.nest.flatten(out)])
-    return [np.concatenate(p) for p in zip(*parts)]
+def why_not_linear(layer) -> str | None:
+    """None when the layer is exactly `rows @ K + b` (then it can be refit or sparsified by
+    mask); otherwise the reason, in the words the sparsity report uses."""
+    kind = type(layer).__name__
+    if not has_linear_form(layer):
+        names = kinds_with(lambda r: r.im2col is not None)
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        return f"{kind} keeps its weights dense (only {listed} are sparsified)"
+    if len(getattr(layer, "_inbound_nodes", [])) > 1:
+        return f"shared layer (called {len(layer._inbound_nodes)} times): one mask cannot fit every call"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first convolution"
+    if getattr(layer, "groups", 1) != 1:
+        return f"grouped convolution (groups={layer.groups})"
+    return None
 
 
 def input_rows(layer, x: np.ndarray) -> np.ndarray:
     """The rows the layer multiplies by its 2-D kernel: (samples x positions, taps x in)."""
-    kind = type(layer).__name__
-    if kind == "Dense":
-        return x.reshape(-1, x.shape[-1])
-    if kind == "Conv2D":
-        return _patches_2d(x, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding)
-    if kind == "Conv1D":
-        k, s, d = layer.kernel_size[0], layer.strides[0], layer.dilation_rate[0]
-        padding = layer.padding
-        if padding == "causal":
-            x = np.pad(x, ((0, 0), (d * (k - 1), 0), (0, 0)))
-            padding = "valid"
-        return _patches_2d(x[:, None], (1, k), (1, s), (1, d), padding)
-    raise ValueError(f"{kind} is not a linear layer we can unfold")
+    im2col = rule_of(layer).im2col
+    if im2col is None:
+        raise ValueError(f"{type(layer).__name__} is not a linear layer we can unfold")
+    return im2col(layer, x)
 
 
-def _patches_2d(x, kernel, strides, dilation, padding) -> np.ndarray:
-    p = tf.image.extract_patches(
-        tf.convert_to_tensor(x, tf.float32), sizes=[1, *kernel, 1], strides=[1, *strides, 1],
-        rates=[1, *dilation, 1], padding=padding.upper())
-    p = p.numpy()
-    return p.reshape(-1, p.shape[-1])
+def kernels_of(layer) -> list:
+    """The layer's weight matrices (not biases or normalisation statistics)."""
+    return [getattr(layer, a) for a in KERNEL_ATTRIBUTES if getattr(layer, a, None) is not None]
 
 
 def kernel_2d(kernel: np.ndarray) -> np.ndarray:
@@ -69,9 +66,45 @@ def kernel_2d(kernel: np.ndarray) -> np.ndarray:
     return kernel.reshape(-1, kernel.shape[-1])
 
 
+def kernel_matrix(layer) -> np.ndarray:
+    return kernel_2d(layer.kernel.numpy())
+
+
 def taps(layer) -> int:
-    kind = type(layer).__name__
-    return 1 if kind == "Dense" else int(np.prod(layer.kernel_size))
+    """Kernel positions per input channel (1 for Dense)."""
+    return int(np.prod(tuple(layer.kernel.shape)[:-2], dtype=np.int64))
+
+
+def input_channels(layer) -> int:
+    """c_in: the length of the axis N:M blocks run along."""
+    return int(layer.kernel.shape[-2])
+
+
+def has_bias(layer) -> bool:
+    return bool(getattr(layer, "use_bias", False) and layer.bias is not None)
+
+
+def bias_vector(layer) -> np.ndarray:
+    if has_bias(layer):
+        return layer.bias.numpy()
+    return np.zeros(layer.kernel.shape[-1], dtype=np.float32)
+
+
+def set_kernel_and_bias(layer, kernel2d: np.ndarray, bias: np.ndarray) -> None:
+    """Write a refit kernel (and bias, when the layer has one) back into the layer."""
+    layer.kernel.assign(kernel2d.reshape(tuple(layer.kernel.shape)).astype(np.float32))
+    if has_bias(layer):
+        layer.bias.assign(bias.astype(np.float32))
+
+
+def check_linear_form(layer, x: np.ndarray) -> float:
+    """Largest |layer(x) - activation(rows @ K + b)| on a few samples (relative to the scale)."""
+    x = x[:8]
+    want = np.asarray(layer(tf.convert_to_tensor(x, tf.float32), training=False))
+    pre = input_rows(layer, x) @ kernel_matrix(layer) + bias_vector(layer)
+    got = np.asarray(layer.activation(tf.convert_to_tensor(pre.reshape(want.shape), tf.float32)))
+    scale = max(1.0, float(np.abs(want).max()))
+    return float(np.abs(want - got).max() / scale)
 
 
 def sampled_rows(layer, arrays: list[np.ndarray], max_rows: int, rng: np.random.Generator,
@@ -90,3 +123,42 @@ def sampled_rows(layer, arrays: list[np.ndarray], max_rows: int, rng: np.random.
         for acc, p in zip(out, parts):
             acc.append(p)
     return [np.concatenate(acc) for acc in out]
+
+
+# ----------------------------------------------------------------------------- a layer's inputs
+
+def submodel(model, tensors: list):
+    """A model from the model's inputs to some of its intermediate tensors."""
+    return keras.Model(model.inputs, list(tensors))
+
+
+def layer_input(model, name: str):
+    """The input tensor of layer `name` at its call inside `model` (layers of a flattened
+    nested model also have a call inside the old nested graph, which `layer.input` would give)."""
+    layer = model.get_layer(name)
+    for i, node in enumerate(layer._inbound_nodes):
+        if f"{name}_ib-{i}" in model._network_nodes:
+            t = node.input_tensors
+            return t[0] if isinstance(t, list) and len(t) == 1 else t   # as `layer.input` gives it
+    return layer.input
+
+
+def input_model(model, name: str):
+    """A model from the network's inputs to the input tensor of layer `name`."""
+    return keras.Model(model.inputs, layer_input(model, name))
+
+
+def takes_model_input(model, name: str) -> bool:
+    """True when layer `name` reads one of the model's inputs directly."""
+    t = layer_input(model, name)
+    return any(t is i for i in model.inputs)
+
+
+def run(model, x: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
+    """Eager calls in batches: for the one-off submodels here, `predict` spends longer tracing
+    a tf.function than computing."""
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, len(x), batch_size):
+        out = model(tf.convert_to_tensor(x[start:start + batch_size]), training=False)
+        parts.append([t.numpy() for t in tf.nest.flatten(out)])
+    return [np.concatenate(p) for p in zip(*parts)]

@@ -1,5 +1,11 @@
-"""Surgery: build a genuinely smaller dense tf_keras model and copy the kept weights into it.
+"""Surgery: edit the working form and carry the weights over.
 
+- `shrink`: a genuinely smaller dense model with the kept weights copied (below);
+- `grow`: a wider producer group, function-preserving (new channels are read by zero rows);
+- `replace`: one layer by a chain of layers (low-rank factorisation);
+- `insert` / `remove`: training-only layers such as gates and masks.
+
+Shrink in detail:
 The new model is the old graph cloned layer by layer (`clone_model`, so Lambda, TF-op and
 custom layers are rebuilt by Keras itself), with `filters`/`units` of each pruned producer set
 to the number of channels it keeps. Weights are then copied, sliced along the axes that carry
@@ -7,16 +13,19 @@ removed channels: producer output columns and biases, BatchNorm vectors, depthwi
 PReLU alphas, and the input rows of every following layer (through Concatenate offsets and
 Flatten's channels-last striding, which the channel maps already encode).
 
-`weight_index` says, for one layer, which indices of each weight survive. The same function
-drives both the copy and the parameter count of a plan, so the budget and the surgery can
-never disagree.
+`weight_index` says, for one layer, which indices of each weight survive (from the weight axes
+of its rule in graph/layers.py). The same function drives both the copy and the parameter count
+of a plan (`planned_params`), so the budget and the surgery can never disagree.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from edgesparse._tf import keras
-from edgesparse.graph.channels import ChannelGraph, PRODUCERS
+from edgesparse._tf import keras, tf
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.graph.flatten import map_tensors
+from edgesparse.graph.functional import clone_with_weights
+from edgesparse.graph.layers import IN, OUT, Role, leaf_layers, rule_of, weight_axes
 
 Keep = "np.ndarray | None"    # kept indices along an axis; None: all
 
@@ -25,7 +34,7 @@ def layer_keeps(graph: ChannelGraph, atom_keep: np.ndarray) -> dict[str, tuple]:
     """{layer name: (kept input channels, kept output channels)} for single-tensor layers."""
     keeps = {}
     for call in graph.calls:
-        if call.kind == "InputLayer" or call.name in keeps:
+        if rule_of(call.layer).role is Role.INPUT or call.name in keeps:
             continue
         inp = graph.kept_positions(call.inputs[0], atom_keep) if len(call.inputs) == 1 else None
         out = graph.kept_positions(call.outputs[0], atom_keep) if len(call.outputs) == 1 else None
@@ -38,51 +47,28 @@ def _full(idx, n) -> bool:
 
 
 def weight_index(layer, in_keep, out_keep) -> list[list]:
-    """For each weight of `layer` (get_weights order): per axis, kept indices or None (all)."""
-    kind = type(layer).__name__
+    """For each weight of `layer` (get_weights order): per axis, kept indices or None (all).
+
+    The axes that carry channels come from the layer's rule (graph/layers.py)."""
     shapes = [tuple(w.shape) for w in layer.weights]
-    none = [[None] * len(s) for s in shapes]
-    if kind == "Dense" or kind in ("Conv1D", "Conv2D"):
-        idx = none
-        idx[0][-2], idx[0][-1] = in_keep, out_keep
-        if len(shapes) > 1:
-            idx[1][0] = out_keep
-        return idx
-    if kind == "Conv2DTranspose":
-        idx = none
-        idx[0][-2], idx[0][-1] = out_keep, in_keep
-        if len(shapes) > 1:
-            idx[1][0] = out_keep
-        return idx
-    if kind in ("SeparableConv1D", "SeparableConv2D"):
-        idx = none
-        mult = shapes[0][-1]
-        idx[0][-2] = in_keep
-        if in_keep is not None:   # pointwise rows are (input channel, multiplier) pairs
-            idx[1][-2] = (np.asarray(in_keep)[:, None] * mult + np.arange(mult)[None, :]).ravel()
-        idx[1][-1] = out_keep
-        if len(shapes) > 2:
-            idx[2][0] = out_keep
-        return idx
-    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        idx = none
-        idx[0][-2] = in_keep
-        if len(shapes) > 1:
-            idx[1][0] = in_keep
-        return idx
-    if kind == "BatchNormalization":
-        return [[in_keep] for _ in shapes]
-    if kind == "PReLU":
-        channels = shapes[0][-1]
-        idx = none
-        if in_keep is not None and channels > 1:
-            idx[0][-1] = in_keep
-        return idx
-    # Anything else must see its channels untouched (the graph analysis guarantees it).
-    for s in shapes:
-        if s and not (_full(in_keep, s[-1]) or _full(out_keep, s[-1])):
-            raise AssertionError(f"internal: {layer.name} ({kind}) would need slicing")
-    return none
+    index = [[None] * len(s) for s in shapes]
+    axes = weight_axes(layer)
+    if axes is None:
+        # Anything else must see its channels untouched (the graph analysis guarantees it).
+        for s in shapes:
+            if s and not (_full(in_keep, s[-1]) or _full(out_keep, s[-1])):
+                raise AssertionError(f"internal: {layer.name} ({type(layer).__name__}) would need slicing")
+        return index
+    for idx, ax in zip(index, axes):
+        for axis, tag in ax.items():
+            if tag == OUT:
+                idx[axis] = out_keep
+            elif tag == IN:
+                idx[axis] = in_keep
+            elif in_keep is not None:      # In(k): k consecutive positions per input channel
+                k = tag.repeat
+                idx[axis] = (np.asarray(in_keep)[:, None] * k + np.arange(k)[None, :]).ravel()
+    return index
 
 
 def slice_weights(layer, in_keep, out_keep) -> list[np.ndarray]:
@@ -95,23 +81,15 @@ def slice_weights(layer, in_keep, out_keep) -> list[np.ndarray]:
     return out
 
 
-def count_params(model, keeps: dict[str, tuple]) -> int:
+def planned_params(model, keeps: dict[str, tuple]) -> int:
     """Parameters of the model that `keeps` describes, without building it."""
     total = 0
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         in_keep, out_keep = keeps.get(layer.name, (None, None))
         for w, axes in zip(layer.weights, weight_index(layer, in_keep, out_keep)):
             total += int(np.prod([len(i) if i is not None else d for i, d in zip(axes, w.shape)],
                                  dtype=np.int64))
     return total
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
@@ -121,11 +99,9 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
     def clone_layer(layer):
         config = layer.get_config()
         _, out_keep = keeps.get(layer.name, (None, None))
-        kind = type(layer).__name__
-        if kind in PRODUCERS and out_keep is not None:
-            config["units" if kind == "Dense" else "filters"] = int(len(out_keep))
-        elif kind == "Reshape" and out_keep is not None:     # channel-keeping reshape: new width
-            config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(len(out_keep)),)
+        resize = rule_of(layer).resize
+        if resize is not None and out_keep is not None:
+            config = resize(config, len(out_keep))
         return layer.__class__.from_config(config)
 
     new = keras.models.clone_model(model, clone_function=clone_layer)
@@ -136,3 +112,176 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
         in_keep, out_keep = keeps.get(layer.name, (None, None))
         layer.set_weights(slice_weights(old, in_keep, out_keep))
     return new
+
+
+# ----------------------------------------------------------------------------- grow
+
+def grow(model, producer_name: str, n_new: int, scale: float = 0.1):
+    """The model with `n_new` more output channels in the group of `producer_name`, computing
+    exactly what `model` computes. The input is untouched.
+
+    Every producer tied to it (through Add, Multiply, ...) grows by the same `n_new`, and so do
+    the channel-wise layers the channels flow through (BatchNorm, depthwise convs, PReLU, which
+    start from their initialisers). New output columns are the layer's initialiser scaled by
+    `scale` (small and random, so training can move them); the input rows of every layer that
+    reads the new channels are ZERO, so nothing downstream sees them until it is trained to.
+    A later ChannelGraph sees the new channels as units of the same group, so `shrink` can take
+    them away again.
+    """
+    from edgesparse.errors import UserError
+
+    graph = ChannelGraph(model)
+    group = next((g for g in graph.groups if producer_name in g.producers), None)
+    if group is None:
+        raise UserError(f"cannot grow {producer_name!r}: it is not a Conv/Dense layer of the model "
+                        "(see `edgesparse inspect MODEL` for the producers)")
+    if not group.prunable:
+        raise UserError(f"cannot grow {producer_name!r}: its channels are fixed ({group.reasons[0]})")
+    if n_new < 1:
+        raise UserError(f"cannot grow {producer_name!r} by {n_new} channels; ask for at least 1")
+    old_width = {p: len(graph.producer_atoms[p]) for p in group.producers}
+    if any(len(u) != len(group.producers) for u in group.units) or set(old_width.values()) != {group.size}:
+        raise UserError(f"cannot grow {producer_name!r}: its group ties channels of "
+                        f"{', '.join(group.producers)} at different offsets (Concatenate then Add); "
+                        "grow a producer outside such a block")
+
+    def grown_width(key) -> int | None:
+        m = graph.maps.get(key)
+        if m is None:
+            return None
+        mine = np.zeros(len(m), dtype=bool)
+        mine[m >= 0] = graph.atom_group[m[m >= 0]] == group.id
+        return len(m) + n_new * int(mine.sum()) // group.size
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        resize = rule_of(layer).resize
+        if resize is not None and len(layer._inbound_nodes) == 1:
+            width = grown_width(graph.call_of(layer.name).outputs[0])
+            if width is not None and width != layer.output_shape[-1]:
+                config = resize(config, width)
+        return layer.__class__.from_config(config)
+
+    wide = keras.models.clone_model(model, clone_function=clone_layer)
+    wide_graph = ChannelGraph(wide)
+    is_old = np.array([c < old_width.get(p, c + 1)
+                       for p, c in zip(wide_graph.atom_producer, wide_graph.atom_channel)], dtype=bool)
+    _check_grown(wide_graph, producer_name, group.size + n_new, is_old)
+    keeps = layer_keeps(wide_graph, is_old)
+    for layer in wide.layers:
+        old = model.get_layer(layer.name)
+        if old.weights:
+            in_keep, out_keep = keeps.get(layer.name, (None, None))
+            layer.set_weights(_embed_weights(old, layer, in_keep, out_keep, scale))
+    return wide
+
+
+def _check_grown(graph: ChannelGraph, producer: str, size: int, is_old: np.ndarray) -> None:
+    """The grown group has the new size, and no unit ties a new channel to an old one."""
+    group = next(g for g in graph.groups if producer in g.producers)
+    mixed = [u for u in group.units if len(set(is_old[u])) > 1]
+    if group.size != size or mixed:
+        raise AssertionError(f"internal: growing {producer} gave a group of {group.size} "
+                             f"channels ({len(mixed)} mixing old and new), not {size}")
+
+
+def _embed_weights(old, new, in_keep, out_keep, scale: float) -> list[np.ndarray]:
+    """`new`'s weights with `old`'s copied into the positions of the old channels. For a
+    producer, new input rows are zero and new output columns its initialiser times `scale`."""
+    producer = rule_of(new).role is Role.PRODUCER
+    out = []
+    old_w = old.get_weights()
+    for w, full, ins, outs in zip(new.get_weights(), weight_index(new, in_keep, out_keep),
+                                  weight_index(new, in_keep, None), weight_index(new, None, out_keep)):
+        w = w * scale if producer else w.copy()
+        for axis, idx in enumerate(ins):
+            if producer and idx is not None:
+                gone = np.setdiff1d(np.arange(w.shape[axis]), idx)
+                w[(slice(None),) * axis + (gone,)] = 0.0
+        at = np.ix_(*[np.arange(d) if i is None else np.asarray(i, dtype=np.int64)
+                      for i, d in zip(full, w.shape)])
+        w[at] = old_w[len(out)]
+        out.append(w.astype(old_w[len(out)].dtype))
+    return out
+
+
+# ----------------------------------------------------------------------------- edit the graph
+
+def replace(model, layer_name: str, new_layers: list):
+    """The model with layer `layer_name` replaced by a chain of layers (applied in order to its
+    input), e.g. a Dense by two thinner Dense. Layers built beforehand keep their weights; the
+    others start from their initialisers. The input is untouched."""
+    _need_single_tensor(model, layer_name, "replace")
+    _need_new_names(model, new_layers)
+
+    def chain(layer, args, kwargs):
+        x = args[0]
+        for new in new_layers:
+            x = new(x)
+        return x
+    return _rebuild(model, {layer_name: chain})
+
+
+def insert(model, after: str, layer):
+    """The model with `layer` applied to the output of layer `after`, which every former reader
+    of that output now reads instead (a gate, a mask). The input is untouched."""
+    model.get_layer(after)
+    _need_new_names(model, [layer])
+    return _rebuild(model, {after: lambda old, args, kwargs: layer(old(*args, **kwargs))})
+
+
+def remove(model, layer_name: str):
+    """The model without layer `layer_name`, whose readers read its input instead; it must keep
+    its input's shape (a gate, a mask, a dropout). The input is untouched."""
+    from edgesparse.errors import UserError
+
+    layer = _need_single_tensor(model, layer_name, "remove")
+    if tuple(layer.input_shape) != tuple(layer.output_shape):
+        raise UserError(f"cannot remove {layer_name!r}: it changes the shape {layer.input_shape} -> "
+                        f"{layer.output_shape}; use replace() instead")
+    return _rebuild(model, {layer_name: lambda old, args, kwargs: args[0]})
+
+
+def _need_single_tensor(model, name: str, what: str):
+    from edgesparse.errors import UserError
+
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        raise UserError(f"cannot {what} {name!r}: the model has no layer of that name") from None
+    if len(layer._inbound_nodes) != 1 or len(tf.nest.flatten(layer.input)) != 1 \
+            or len(tf.nest.flatten(layer.output)) != 1:
+        raise UserError(f"cannot {what} {name!r}: only a layer called once on one tensor can be edited")
+    return layer
+
+
+def _need_new_names(model, layers: list) -> None:
+    from edgesparse.errors import UserError
+
+    taken = {layer.name for layer in model.layers}
+    clash = [layer.name for layer in layers if layer.name in taken]
+    if clash or len({layer.name for layer in layers}) != len(layers):
+        raise UserError(f"layer names must be new and distinct: {', '.join(clash) or 'repeated'}")
+
+
+def _rebuild(model, substitute: dict):
+    """Re-run the graph of a private copy of `model`, calling `substitute[name](layer, args,
+    kwargs)` instead of those layers; then copy the result once more, so that every layer of
+    the returned model is called exactly once (a copy's layers also sit in the copy's graph)."""
+    source = clone_with_weights(model)
+    mapping = {id(t): t for t in tf.nest.flatten(source.inputs)}
+    for depth in sorted(source._nodes_by_depth.keys(), reverse=True):
+        for node in source._nodes_by_depth[depth]:
+            layer = node.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args, kwargs = map_tensors((node.call_args, node.call_kwargs), mapping)
+            if layer.name in substitute:
+                result = substitute[layer.name](layer, args, kwargs)
+            else:
+                result = layer(*args, **kwargs)
+            for original, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
+                mapping[id(original)] = new
+    outputs = [mapping[id(t)] for t in tf.nest.flatten(source.outputs)]
+    rebuilt = keras.Model(source.inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    return clone_with_weights(rebuilt)

@@ -74,7 +74,13 @@ class Export(Pass):
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
         from edgesparse.convert.onnx import quantize_onnx, to_onnx
         from edgesparse.convert.tflite import to_tflite
+        from edgesparse.errors import UserError
+        from edgesparse.graph.layers import training_only_layers
 
+        leftovers = training_only_layers(state.model)
+        if leftovers:      # tfmot's strip_pruning lesson: gates and masks never reach an artifact
+            raise UserError(f"cannot export: the model still has training-only layers ({', '.join(leftovers)}); "
+                            "the pass that inserted them must remove them (graph.surgery.remove)")
         target = ctx.target
         quant = state.quant_plan
         if quant is None:     # Pipeline.validate refuses this plan; a direct call gets the same words

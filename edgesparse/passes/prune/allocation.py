@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgesparse._tf import keras
 from edgesparse.errors import UserError
-from edgesparse.graph.stats import layer_macs
 from edgesparse.graph.channels import ChannelGraph
-from edgesparse.graph.surgery import count_params, layer_keeps
+from edgesparse.graph.stats import count_macs, layer_macs
+from edgesparse.graph.surgery import layer_keeps, planned_params
 
 Removal = dict[int, np.ndarray]      # group id -> indices of removed units
 
@@ -48,59 +49,22 @@ class Budget:
 
 
 def macs_of(graph: ChannelGraph, keeps: dict[str, tuple]) -> int:
-    """MACs (batch 1) of the model a plan describes: layer MACs scaled by the kept fractions."""
-    total = 0.0
+    """MACs (batch 1) of the model a plan describes: each layer's MAC formula
+    (graph/layers.py) at its kept widths."""
+    total = 0
     seen = set()
     for call in graph.calls:
         layer = call.layer
         if layer.name in seen:
             continue
         seen.add(layer.name)
-        base = _nested_macs(layer)
-        if not base:
+        if isinstance(layer, keras.Model):          # a nested model is not pruned inside
+            total += count_macs(layer)
             continue
         in_keep, out_keep = keeps.get(layer.name, (None, None))
-        kind = call.kind
-        fin = _fraction(in_keep, _in_channels(layer))
-        fout = _fraction(out_keep, _out_channels(layer))
-        if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
-            total += base * fin
-        elif kind in ("SeparableConv1D", "SeparableConv2D"):
-            taps = int(np.prod(layer.kernel_size))
-            dw = base * taps / (taps + layer.filters)
-            total += dw * fin + (base - dw) * fin * fout
-        else:
-            total += base * fin * fout
-    return int(round(total))
-
-
-def _nested_macs(layer) -> int:
-    from edgesparse.graph.stats import count_macs
-    from edgesparse._tf import keras
-    return count_macs(layer) if isinstance(layer, keras.Model) else layer_macs(layer)
-
-
-def _fraction(keep, n) -> float:
-    return 1.0 if keep is None or not n else len(keep) / n
-
-
-def _in_channels(layer) -> int | None:
-    kind = type(layer).__name__
-    if not layer.weights:
-        return None
-    w = layer.weights[0].shape
-    return int(w[-1]) if kind == "Conv2DTranspose" else int(w[-2]) if len(w) >= 2 else None
-
-
-def _out_channels(layer) -> int | None:
-    kind = type(layer).__name__
-    if not layer.weights:
-        return None
-    if kind == "Conv2DTranspose":
-        return int(layer.weights[0].shape[-2])
-    if kind.startswith("Separable"):
-        return int(layer.weights[1].shape[-1])
-    return int(layer.weights[0].shape[-1])
+        total += layer_macs(layer, None if in_keep is None else len(in_keep),
+                            None if out_keep is None else len(out_keep))
+    return int(total)
 
 
 def per_group_widths(graph: ChannelGraph, per_group: dict[str, float] | None) -> dict[str, int]:
@@ -145,7 +109,7 @@ class Planner:
         self.order = {gid: np.argsort(scores[gid], kind="stable") for gid in self.groups}
         full = layer_keeps(graph, graph.full_keep())
         self.macs_full = macs_of(graph, full)
-        self.params_full = count_params(graph.model, full)
+        self.params_full = planned_params(graph.model, full)
 
     # ---------------------------------------------------------------- constraints
 
@@ -195,7 +159,7 @@ class Planner:
         keeps = self.keeps(removed)
         if kind == "macs":
             return macs_of(self.graph, keeps) / max(self.macs_full, 1)
-        return count_params(self.graph.model, keeps) / max(self.params_full, 1)
+        return planned_params(self.graph.model, keeps) / max(self.params_full, 1)
 
     def meets(self, budget: Budget, removed: Removal) -> bool:
         got = self.kept_fraction(budget.kind, removed)

@@ -19,6 +19,7 @@ import numpy as np
 from edgesparse._tf import tf
 from edgesparse.graph import linear as patches
 from edgesparse.graph.channels import ChannelGraph, Group
+from edgesparse.graph.layers import in_rows, out_columns, rule_of
 from edgesparse.train.losses import sparse_cross_entropy
 
 CRITERIA: dict[str, type["Criterion"]] = {}
@@ -89,38 +90,13 @@ def consumer_inputs(group: Group, graph: ChannelGraph) -> list:
     return keys
 
 
-def _out_columns(layer) -> np.ndarray:
-    """Producer weights, one column per output channel: (fan-in, out)."""
-    kind = type(layer).__name__
-    if kind == "Conv2DTranspose":
-        k = np.moveaxis(layer.get_weights()[0], -2, -1)
-    elif kind.startswith("Separable"):
-        k = layer.get_weights()[1]
-    else:
-        k = layer.get_weights()[0]
-    return k.reshape(-1, k.shape[-1])
-
-
-def _in_rows(layer) -> np.ndarray:
-    """Consumer weights, one row per input channel: (in, fan-out)."""
-    kind = type(layer).__name__
-    w = layer.get_weights()
-    if kind == "Conv2DTranspose":
-        k = np.moveaxis(w[0], -1, 0)
-    elif kind.startswith("Separable"):
-        k = np.moveaxis(w[0], -2, 0)      # the depthwise taps of each input channel
-    else:
-        k = np.moveaxis(w[0], -2, 0)
-    return k.reshape(k.shape[0], -1)
-
-
 def _magnitude(group: Group, graph: ChannelGraph, norm) -> np.ndarray:
     total = np.zeros(group.size)
     for p in group.producers:
-        cols = norm(_out_columns(graph.layers[p]), axis=0)
+        cols = norm(out_columns(graph.layers[p]), axis=0)
         total += _normalised(_to_units(group, graph, graph.producer_atoms[p], cols))
     for c in group.consumers:
-        rows = norm(_in_rows(graph.layers[c]), axis=1)
+        rows = norm(in_rows(graph.layers[c]), axis=1)
         total += _normalised(_to_units(group, graph, graph.maps[graph.call_of(c).inputs[0]], rows))
     return total
 
@@ -150,6 +126,7 @@ class L2(Criterion):
 class BNScale(Criterion):
     name = "bn_scale"
     summary = "|gamma| of the BatchNorm layers in the group (network slimming); L2 when there is none"
+    # "BatchNorm" here: any member whose rule has a per-channel scale (graph/layers.py)
 
     def scores(self, group, inp):
         g = inp.graph
@@ -157,8 +134,9 @@ class BNScale(Criterion):
         found = False
         for m in group.members:
             layer = g.layers[m]
-            if type(layer).__name__ == "BatchNormalization" and layer.scale:
-                gamma = np.abs(layer.get_weights()[0])
+            scale = rule_of(layer).scale
+            gamma = scale(layer) if scale else None
+            if gamma is not None:
                 total += _normalised(_to_units(group, g, g.maps[g.call_of(m).inputs[0]], gamma))
                 found = True
         if not found:
@@ -257,7 +235,7 @@ class Greedy(Criterion):
         g = inp.graph
         gram = np.zeros((group.size, group.size))
         rng = np.random.default_rng(inp.seed)
-        usable = [c for c in group.consumers if type(g.layers[c]).__name__ in patches.LINEAR_KINDS]
+        usable = [c for c in group.consumers if patches.has_linear_form(g.layers[c])]
         if not usable:
             inp.notes.append(f"thinet: group {group.id} has no Dense/Conv consumer; used activation")
             return Activation().scores(group, inp)

@@ -24,7 +24,7 @@ from edgesparse.graph.flatten import flatten_nested
 from edgesparse.graph.channels import ChannelGraph
 from edgesparse.passes.prune.criteria import ScoreInputs, get_criterion
 from edgesparse.passes.prune.reconstruct import refit_layers
-from edgesparse.graph.surgery import count_params, layer_keeps, shrink
+from edgesparse.graph.surgery import layer_keeps, planned_params, shrink
 from edgesparse.passes.prune.training import finetune
 from edgesparse.train.metrics import accuracy, agreement, predict
 
@@ -84,7 +84,7 @@ class _Silent:
 
 def _size(model, graph: ChannelGraph) -> tuple[int, int]:
     full = layer_keeps(graph, graph.full_keep())
-    return macs_of(graph, full), count_params(model, full)
+    return macs_of(graph, full), planned_params(model, full)
 
 
 def _evaluator(data: Data, reference):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgesparse.graph import linear as patches
-from edgesparse.graph.channels import PRODUCERS
+from edgesparse.graph.layers import Role, in_width, rule_of
+from edgesparse.graph.lstsq import NormalEquations, RidgePath
 
 ALPHAS = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)    # ridge strength, relative to mean eigenvalue
 
@@ -32,10 +33,10 @@ def refit_layers(reference, pruned, keeps: dict[str, tuple], x: np.ndarray, seed
     `reference` is the model before removal (same layer names); `keeps` maps a layer name to
     its (kept input, kept output) channel indices relative to it.
     """
-    lost_inputs = [l for l in pruned.layers if type(l).__name__ in PRODUCERS
+    lost_inputs = [l for l in pruned.layers if rule_of(l).role is Role.PRODUCER
                    and keeps.get(l.name, (None,))[0] is not None
-                   and len(keeps[l.name][0]) < _in_width(reference.get_layer(l.name))]
-    names = [l.name for l in lost_inputs if type(l).__name__ in patches.LINEAR_KINDS]
+                   and len(keeps[l.name][0]) < in_width(reference.get_layer(l.name))]
+    names = [l.name for l in lost_inputs if patches.has_linear_form(l)]
     skipped = [{"layer": l.name, "refit": False, "why": f"{type(l).__name__} is not refit (only Dense/Conv1D/Conv2D)"}
                for l in lost_inputs if l.name not in names]
     if not names:
@@ -54,11 +55,6 @@ def refit_layers(reference, pruned, keeps: dict[str, tuple], x: np.ndarray, seed
         if progress is not None:
             progress.advance(1)
     return results + skipped
-
-
-def _in_width(layer) -> int:
-    kernel = layer.get_weights()[0].shape
-    return int(kernel[-1] if type(layer).__name__ == "Conv2DTranspose" else kernel[-2])
 
 
 def _refit_one(ref_layer, new_layer, out_keep, ref_in, new_in, is_hold, rng, max_rows) -> dict:
@@ -81,7 +77,7 @@ def _refit_one(ref_layer, new_layer, out_keep, ref_in, new_in, is_hold, rng, max
 
     use_bias = bool(new_layer.use_bias)
     best = (before, None, None, None)
-    solver = _Ridge(xf, tf_, use_bias)
+    solver = _ridge(xf, tf_, use_bias)
     for alpha in ALPHAS:
         k, b = solver.solve(alpha)
         err = _rel_err(xh @ k + b, th)
@@ -94,7 +90,7 @@ def _refit_one(ref_layer, new_layer, out_keep, ref_in, new_in, is_hold, rng, max
     # Refit on every calibration sample with the chosen strength.
     xa = np.concatenate([xf, xh]) if is_hold.any() else xf
     ta = np.concatenate([tf_, th]) if is_hold.any() else tf_
-    k, b = _Ridge(xa, ta, use_bias).solve(best[1])
+    k, b = _ridge(xa, ta, use_bias).solve(best[1])
     new_w[0] = k.reshape(new_w[0].shape).astype(np.float32)
     if use_bias:
         new_w[1] = b.astype(np.float32)
@@ -103,21 +99,6 @@ def _refit_one(ref_layer, new_layer, out_keep, ref_in, new_in, is_hold, rng, max
     return record
 
 
-class _Ridge:
-    """min ||X W + b - Y||^2 + lam ||W||^2 for several lam from one eigendecomposition."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, use_bias: bool):
-        self.use_bias = use_bias
-        self.x_mean = x.mean(axis=0) if use_bias else np.zeros(x.shape[1])
-        self.y_mean = y.mean(axis=0) if use_bias else np.zeros(y.shape[1])
-        xc, yc = x - self.x_mean, y - self.y_mean
-        cov = xc.T @ xc
-        self.evals, self.evecs = np.linalg.eigh(cov)
-        self.proj = self.evecs.T @ (xc.T @ yc)
-        self.scale = max(float(np.mean(np.abs(self.evals))), 1e-12)
-
-    def solve(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        inv = 1.0 / np.maximum(self.evals + alpha * self.scale, 1e-12)
-        k = self.evecs @ (inv[:, None] * self.proj)
-        b = self.y_mean - self.x_mean @ k
-        return k, b
+def _ridge(x: np.ndarray, y: np.ndarray, use_bias: bool) -> RidgePath:
+    """Ridge solutions for several strengths; a bias is fitted by centring."""
+    return RidgePath(NormalEquations(x, y, center=use_bias))

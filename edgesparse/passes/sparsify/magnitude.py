@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from edgesparse._tf import keras
-from edgesparse.passes.sparsify import linear
+from edgesparse.graph import linear
 from edgesparse.passes.sparsify.masks import Pattern
-from edgesparse.passes.sparsify.refit import LayerRecord, clone_with_weights
+from edgesparse.graph.functional import clone_with_weights
+from edgesparse.passes.sparsify.refit import LayerRecord
 from edgesparse.train.losses import CrossEntropy
 from edgesparse.train.trainer import train
 
@@ -57,7 +58,7 @@ def derive_schedule(samples: int, batch_size: int, epochs: int) -> Schedule:
 
 
 def _wrappable(layer, pattern: Pattern) -> bool:
-    if linear.why_not_sparsifiable(layer) is not None:
+    if linear.why_not_linear(layer) is not None:
         return False
     if pattern.structured:
         # tfmot's m_by_n reshapes rank-2 and rank-4 kernels only (no Conv1D).
@@ -114,7 +115,7 @@ def magnitude_prune(model, x_train: np.ndarray, y_train: np.ndarray, sparsity: f
         zeros = int(sum((k == 0).sum() for k in kernels))
         skipped = None
         if layer.name not in wrapped_names:
-            skipped = linear.why_not_sparsifiable(layer) or "tfmot N:M takes rank-2/rank-4 kernels only"
+            skipped = linear.why_not_linear(layer) or "tfmot N:M takes rank-2/rank-4 kernels only"
         layers.append(LayerRecord(layer=layer.name, kind=type(layer).__name__,
                                   shape=[int(d) for d in kernels[0].shape], weights=size,
                                   zeros=zeros, sparsity=round(zeros / size, 4), skipped=skipped))

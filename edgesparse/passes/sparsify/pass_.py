@@ -100,7 +100,7 @@ class SparsifyPass(Pass):
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
         from edgesparse.train.metrics import accuracy
         from edgesparse.passes.sparsify.masks import nm_violations, parse_pattern
-        from edgesparse.passes.sparsify import linear
+        from edgesparse.graph import linear
 
         cfg = self.config
         pattern = parse_pattern(cfg.pattern)

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse._tf import keras
+from edgesparse.graph import linear
+from edgesparse.graph.functional import clone_with_weights
 from edgesparse.train.metrics import predict
-from edgesparse.passes.sparsify import linear
 from edgesparse.passes.sparsify.masks import Pattern, keep_counts, layer_densities
 from edgesparse.passes.sparsify.solver import OBS_FLOP_BUDGET, LayerProblem, fit_layer, obs_flops
 
@@ -56,18 +56,11 @@ class RefitResult:
         return {"layers": [asdict(r) for r in self.layers]}
 
 
-def clone_with_weights(model):
-    """A new model object with copied weights: the dense network stays untouched (trap 2)."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def _inputs_of(model, layer):
     """A callable x -> the layer's inputs inside `model` (identity for a first layer)."""
-    if any(layer.input is t for t in model.inputs):
+    if linear.takes_model_input(model, layer.name):
         return lambda x: x
-    sub = linear.input_model(model, layer)
+    sub = linear.input_model(model, layer.name)
     return lambda x: predict(sub, x)
 
 
@@ -84,13 +77,13 @@ def gather_rows(model, layer, sparse, twin, x: np.ndarray, max_rows: int, cascad
     """
     dense_in = _inputs_of(model, layer)
     sparse_in = _inputs_of(sparse, twin) if cascade else dense_in
-    per_sample = len(linear.rows_of(layer, dense_in(x[:1])))
+    per_sample = len(linear.input_rows(layer, dense_in(x[:1])))
     share = min(1.0, max_rows / float(per_sample * len(x)))
     rows_dense, rows_sparse = [], []
     for start in range(0, len(x), chunk):
         xc = x[start:start + chunk]
-        rd = linear.rows_of(layer, dense_in(xc))
-        rs = rd if not cascade else linear.rows_of(layer, sparse_in(xc))
+        rd = linear.input_rows(layer, dense_in(xc))
+        rs = rd if not cascade else linear.input_rows(layer, sparse_in(xc))
         if share < 1.0:
             pick = np.sort(rng.choice(len(rd), max(1, int(round(share * len(rd)))), replace=False))
             rd, rs = rd[pick], rs[pick]
@@ -105,7 +98,7 @@ def candidate_layers(model, x_probe: np.ndarray) -> tuple[list, dict[str, str]]:
     for layer in model.layers:
         if not linear.kernels_of(layer):
             continue
-        reason = linear.why_not_sparsifiable(layer)
+        reason = linear.why_not_linear(layer)
         if reason is None:
             mismatch = linear.check_linear_form(layer, _layer_inputs(model, layer, x_probe[:8]))
             if mismatch > LINEAR_FORM_TOLERANCE:
@@ -132,7 +125,7 @@ def sparse_refit(model, x_calib: np.ndarray, sparsity: float, pattern: Pattern,
     """
     rng = np.random.default_rng(seed)
     x_calib = np.asarray(x_calib, dtype=np.float32)
-    sparse = clone_with_weights(model)
+    sparse = clone_with_weights(model)      # the dense network stays untouched (trap 2)
     layers, skipped = candidate_layers(model, x_calib[:8])
     shapes = [tuple(int(d) for d in layer.kernel.shape) for layer in layers]
     if pattern.structured or not layers:

@@ -23,18 +23,12 @@ which is what lets the error land where it costs least.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
 
+from edgesparse.graph.lstsq import NormalEquations, ridge_system, single_threaded_blas, spd_inverse
 from edgesparse.passes.sparsify.masks import Pattern, nm_groups, topk_mask
-
-try:  # ships with scikit-learn
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
 
 CRITERIA = ("obs", "activation", "magnitude")
 # Gradual OBS inverts one (support x support) matrix per unit per round. Above this many
@@ -53,38 +47,17 @@ def obs_flops(d: int, out: int, keep: int, steps: int, pattern: Pattern) -> floa
     return float(sum(out * (2 / 3) * n ** 3 for n in supports)) + (2 / 3) * d ** 3
 
 
-def _single_threaded_blas():
-    """The per-unit solves are small (a few hundred rows): multi-threaded BLAS spends longer
-    handing them out than solving them, 17x longer on a busy 2-core machine (measured)."""
-    return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else nullcontext()
-
-
-def _spd_inverse(a: np.ndarray) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix by Cholesky (3x cheaper than LU)."""
-    c, info = lapack.dpotrf(a, lower=0, clean=0)
-    if info == 0:
-        inv, info = lapack.dpotri(c, lower=0)
-        if info == 0:
-            upper = np.triu(inv)
-            return upper + np.triu(upper, 1).T
-    return np.linalg.inv(a)   # not positive definite to working precision: plain LU
-
-
 class LayerProblem:
     """Normal equations of one layer, and solves restricted to a mask."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, fit_bias: bool, ridge: float):
-        x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        self.d, self.out = x.shape[1], y.shape[1]
+        eq = NormalEquations(x, y, augment=True)
+        self.d, self.out = eq.d, eq.out
         self.fit_bias = fit_bias
-        xa = np.hstack([x, np.ones((len(x), 1))])
-        self.h = xa.T @ xa
-        self.g = xa.T @ y
-        self.yy = (y ** 2).sum(axis=0)
+        self.h, self.g, self.yy = eq.h, eq.g, eq.yy
         self.variance = float(((y - y.mean(axis=0)) ** 2).sum()) or 1.0
-        scale = float(np.mean(np.diag(self.h)[: self.d])) if self.d else 1.0
-        self.lam = ridge * max(scale, 1e-12)
+        self.lam = ridge * max(eq.mean_diagonal(), 1e-12)
         self.input_norms = np.sqrt(np.diag(self.h)[: self.d])
 
     def error(self, w: np.ndarray, b: np.ndarray) -> float:
@@ -108,7 +81,7 @@ class LayerProblem:
         sal = np.full((self.d, self.out), np.inf) if saliency else None
         # Without a bias to fit, its fixed contribution moves to the right-hand side.
         g = self.g if self.fit_bias else self.g - np.outer(self.h[:, self.d], b)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             return self._solve(mask, w, b, sal, g)
 
     def _solve(self, mask, w, b, sal, g):
@@ -116,7 +89,7 @@ class LayerProblem:
         if mask.all():
             # Every column has the same support: one factorisation serves them all.
             s = self._support(np.ones(self.d, dtype=bool))
-            a_inv = _spd_inverse(self.h[np.ix_(s, s)] + self.lam * np.eye(len(s)))
+            a_inv = spd_inverse(ridge_system(self.h, s, self.lam))
             sol = a_inv @ g[s]
             w[:] = sol[: self.d]
             if self.fit_bias:
@@ -128,9 +101,9 @@ class LayerProblem:
             s = self._support(mask[:, j])
             if len(s) == 0:
                 continue
-            a = self.h[np.ix_(s, s)] + self.lam * np.eye(len(s))
+            a = ridge_system(self.h, s, self.lam)
             if saliency:
-                a_inv = _spd_inverse(a)
+                a_inv = spd_inverse(a)
                 sol = a_inv @ g[s, j]
                 kept = len(s) - (1 if self.fit_bias else 0)
                 sal[s[:kept], j] = sol[:kept] ** 2 / np.diag(a_inv)[:kept]
