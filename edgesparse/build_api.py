@@ -5,6 +5,7 @@ model file, data shapes, the pass plan) is checked before the first pass runs.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,19 @@ def _plan(recipe: Recipe) -> Pipeline:
     return Pipeline(passes)
 
 
+def _load_policy(build_fn):
+    """Every model loaded during a build (the model, a distill teacher) follows
+    options["unsafe_load"] (--unsafe-load); a recipe cannot turn it on (docs/security.md)."""
+    @functools.wraps(build_fn)
+    def with_policy(*args, options: dict[str, Any] | None = None, **kwargs):
+        from edgesparse.frontends.keras import unsafe_loading
+
+        with unsafe_loading(bool((options or {}).get("unsafe_load"))):
+            return build_fn(*args, options=options, **kwargs)
+    return with_policy
+
+
+@_load_policy
 def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
           recipe: str | Path | None = None, out: str | Path | None = None,
           progress: Progress | None = None, instruments: Iterable[Instrument] = (),
@@ -68,7 +82,7 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
     recipe:  a recipe YAML; None means the target's default recipe.
     out:     the output folder (default out/<model>-<target>); written atomically.
     options: build-wide switches: {"control_from_scratch": bool, "profile_agents": [URL, ...],
-             "token_file": Path, "profile_local": bool}.
+             "token_file": Path, "profile_local": bool, "unsafe_load": bool}.
     """
     from edgesparse._tf import keras
     from edgesparse.frontends.keras import load_model

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli import UNSAFE_LOAD_HELP
 from edgesparse.errors import UserError
 
 
@@ -21,14 +22,15 @@ def register(app: typer.Typer) -> None:
     app.command("prune")(prune)
 
 
-def _load(model_path: Path):
+def _load(model_path: Path, unsafe: bool):
     from edgesparse.frontends.keras import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(model_path, unsafe=unsafe)
     return model
 
 
-def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, .h5) or SavedModel folder.")):
+def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, .h5) or SavedModel folder."),
+            unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
     from edgesparse.graph.stats import count_macs, count_params
@@ -36,7 +38,7 @@ def inspect(model: Path = typer.Argument(..., help="A Keras model file (.keras, 
 
     from edgesparse.graph.flatten import flatten_nested
 
-    m, flattened, why_not = flatten_nested(_load(model))
+    m, flattened, why_not = flatten_nested(_load(model, unsafe_load))
     graph = ChannelGraph(m)
     if flattened:
         console.print(f"nested models flattened into one graph: {', '.join(flattened)}")
@@ -72,6 +74,7 @@ def prune(
     no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure per-group sensitivity (table and plot)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras)."),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP),
 ):
     """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
     from edgesparse.console import RichProgress, console, table
@@ -87,7 +90,7 @@ def prune(
     if target is not None:
         from edgesparse.targets import load_target
         tgt = load_target(target)
-    m = _load(model)
+    m = _load(model, unsafe_load)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
     epochs = finetune_epochs if finetune_epochs is not None else (3 if dataset.labelled else 0)
     if allocation not in ("uniform", "global", "sensitivity"):

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli import UNSAFE_LOAD_HELP
 from edgesparse.errors import UserError
 
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -47,22 +48,13 @@ def _check_out(out: Path) -> None:
         raise UserError(f"cannot write {out}: {probe} is not writable; choose another --out")
 
 
-def load_model(path: Path):
-    """The importer when it is there (it translates Keras 3 files); plain tf_keras otherwise."""
+def load_model(path: Path, unsafe: bool = False):
+    """The importer (it translates Keras 3 files, and runs no code from the file unless `unsafe`)."""
     if not path.exists():
         raise UserError(f"model {path} does not exist")
-    try:
-        from edgesparse.frontends.keras import load_model as import_model
-    except ImportError:
-        import_model = None
-    if import_model is not None:
-        return import_model(path)
-    from edgesparse._tf import keras
+    from edgesparse.frontends.keras import load_model as import_model
 
-    try:
-        return keras.models.load_model(path, compile=False), {"path": str(path), "format": "tf_keras"}
-    except Exception as exc:
-        raise UserError(f"cannot load {path} as a tf_keras model: {exc}") from None
+    return import_model(path, unsafe=unsafe)
 
 
 def save_atomically(model, out: Path) -> None:
@@ -94,6 +86,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output model (default <model>-sparse.keras here)."),
         json_out: bool = typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout."),
+        unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP),
     ):
         """Zero out weights for size (post-training refit by default) and write the sparse model."""
         cfg = _config(sparsity=sparsity, pattern=pattern, method=method, criterion=criterion,
@@ -101,7 +94,7 @@ def register(app: typer.Typer) -> None:
                       sizes=sizes, seed=seed)
         out = out if out is not None else Path(f"{model.stem}-sparse.keras")
         _check_out(out)
-        state = run_sparsify(model, data, cfg)
+        state = run_sparsify(model, data, cfg, unsafe_load)
         from edgesparse.console import console
 
         render(state, console)
@@ -111,7 +104,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(state.facts.get("sparsify", {}), indent=2, default=str) + "\n")
 
 
-def run_sparsify(model_path: Path, data_path: Optional[Path], cfg):
+def run_sparsify(model_path: Path, data_path: Optional[Path], cfg, unsafe_load: bool = False):
     """Load, check the plan (before any work), run the pass; returns the ModelState."""
     from edgesparse.console import RichProgress
     from edgesparse.data import load_data
@@ -119,7 +112,7 @@ def run_sparsify(model_path: Path, data_path: Optional[Path], cfg):
     from edgesparse.pipeline import DataInfo, PlanContext, RunContext
     from edgesparse.state import ModelState
 
-    keras_model, source = load_model(model_path)
+    keras_model, source = load_model(model_path, unsafe_load)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
     dataset = load_data(data_path, input_shape, num_classes, seed=cfg.seed or 0)

@@ -9,6 +9,11 @@ subprocess, to compute the reference outputs the translation is checked against.
 
 Fail closed: a layer class we have not mapped, a config key tf_keras does not understand, a
 weight whose shape does not match, or outputs that differ is a UserError naming the layer.
+
+Safety (docs/security.md): the translator never constructs a Lambda or any layer outside
+SUPPORTED_LAYERS, builds layers under tf_keras's SafeModeScope(True) whatever the caller allows
+(a serialized lambda inside a config is refused, not run), and the Keras 3 reference run loads
+the file with safe_mode=True.
 """
 from __future__ import annotations
 
@@ -215,7 +220,7 @@ class _Builder:
             layer = getattr(keras.layers, class_name).from_config(cfg)
         except Exception as err:  # tf_keras says which key it does not know
             raise self.fail(f"layer {name!r} ({class_name}) has a Keras 3 config tf_keras cannot "
-                            f"take: {str(err).splitlines()[0]}") from None
+                            f"take: {_first_line(err)}") from None
         self.layers_translated += 1
         return layer
 
@@ -326,7 +331,7 @@ class _Builder:
                     out = layer(*args, **kwargs)
                 except Exception as err:
                     raise self.fail(f"layer {name!r} ({type(layer).__name__}) could not be called as "
-                                    f"the Keras 3 graph does: {str(err).splitlines()[0]}") from None
+                                    f"the Keras 3 graph does: {_first_line(err)}") from None
                 for t_index, tensor in enumerate(tf.nest.flatten(out)):
                     tensors[(name, node_index, t_index)] = tensor
                 path = getattr(layer, "_edgesparse_weight_path", None)
@@ -366,6 +371,12 @@ class _Builder:
         return value
 
 
+def _first_line(err: Exception, limit: int = 200) -> str:
+    """tf_keras errors quote the whole config (which a hostile file makes as long as it likes)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
 def _is_custom(layer_cfg: dict) -> bool:
     """A user class, even one named like a Keras layer: registered under its own name or module."""
     module = layer_cfg.get("module") or "keras"
@@ -388,7 +399,7 @@ _REFERENCE_SCRIPT = r"""
 import sys
 import numpy as np
 import keras
-model = keras.saving.load_model(sys.argv[1], compile=False)
+model = keras.saving.load_model(sys.argv[1], compile=False, safe_mode=True)
 x = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(model.predict(x, verbose=0)))
 """
@@ -462,9 +473,12 @@ def translate_keras3(path: Path, container: str, check: bool = True):
     if config.get("class_name") not in MODEL_CLASSES or _is_custom(config):
         raise UserError(f"cannot import {path}: the Keras 3 file holds a {config.get('class_name')}, "
                         "not a Functional or Sequential model")
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     builder = _Builder(weights, path)
     try:
-        model = builder.build_model(config, "")
+        with SafeModeScope(True):       # never run code from the file, even under --unsafe-load
+            model = builder.build_model(config, "")
     finally:
         weights.file.close()
 

@@ -111,8 +111,10 @@ def assemble(stage: Path, built: Path, report: dict[str, Any], *, release_name: 
 
 def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", data: str | Path | None = None,
             recipe: str | Path | None = None, out: str | Path = "dist", progress: bool = False,
-            debug: bool = False) -> ReleaseResult:
-    """Build `model` for `target` deterministically and pack a reproducible release tarball."""
+            debug: bool = False, unsafe_load: bool = False) -> ReleaseResult:
+    """Build `model` for `target` deterministically and pack a reproducible release tarball.
+
+    unsafe_load: let the model files run the Python code they hold (--unsafe-load)."""
     from edgesparse.targets import load_target
 
     # The cheap checks run here, before a TensorFlow process is started; the build does the rest.
@@ -128,7 +130,8 @@ def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", dat
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgesparse-release-") as tmp:
         built = Path(tmp) / "build"
-        report = build_in_fresh_process(model, target, data, recipe, built, progress=progress, debug=debug)
+        report = build_in_fresh_process(model, target, data, recipe, built, progress=progress, debug=debug,
+                                        unsafe_load=unsafe_load)
         name = (report.get("model") or {}).get("name") or model.stem
         release_name = f"{name}-{report['target']['name']}-{version}"
         root = Path(tmp) / "stage"
