@@ -24,7 +24,7 @@ from edgesparse.release import manifest as mf
 from edgesparse.release.artifact_io import load_raw
 from edgesparse.release.isolated import build_in_fresh_process
 from edgesparse.release.modelcard import render_model_card
-from edgesparse.release.tarball import write_tarball
+from edgesparse.release.tarball import is_release_tarball, write_tarball
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 SUMS = "SHA256SUMS"
@@ -52,6 +52,13 @@ def check_out(out: Path) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {out}: {probe} is not writable; choose another --out")
+
+
+def check_replaceable(dest: Path, release_name: str) -> None:
+    """The tarball may replace only an earlier tarball of the same release (docs/security.md)."""
+    if dest.is_symlink() or (dest.exists() and not is_release_tarball(dest, release_name)):
+        raise UserError(f"{dest} exists and is not a release tarball edgesparse wrote; move it away or "
+                        "choose another --out (edgesparse replaces only its own files)")
 
 
 def write_sums(root: Path) -> None:
@@ -121,8 +128,10 @@ def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", dat
     check_version(version)
     out = Path(out)
     check_out(out)
-    load_target(target)
+    target_name = load_target(target).name
     model, data = Path(model), None if data is None else Path(data)
+    guess = f"{model.stem.replace(' ', '_')}-{target_name}-{version}"     # the build names it so
+    check_replaceable(out / f"{guess}.tar.gz", guess)
     recipe = None if recipe is None else Path(recipe)
     for what, path in (("model", model), ("data", data), ("recipe", recipe)):
         if path is not None and not path.exists():
@@ -137,5 +146,6 @@ def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", dat
         root = Path(tmp) / "stage"
         manifest = assemble(root / release_name, built, report, release_name=release_name, version=version,
                             model=model, data=data, recipe=recipe)
+        check_replaceable(out / f"{release_name}.tar.gz", release_name)
         path = write_tarball(root, release_name, out / f"{release_name}.tar.gz")
     return ReleaseResult(path=path, sha256=mf.sha256_file(path), manifest=manifest)

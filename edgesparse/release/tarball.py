@@ -94,6 +94,19 @@ def _safe_name(name: str) -> PurePosixPath:
     return p
 
 
+def is_release_tarball(path: Path, top: str) -> bool:
+    """Whether `path` is a tarball write_tarball made for `top` (its first entry is that folder).
+    Reads one header, so it is cheap on any file."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
+    return first is not None and first.isdir() and first.name == top
+
+
 def extract_tarball(path: Path, dest: Path) -> str:
     """Unpack a release into `dest`; returns the name of its single top folder."""
     if not path.is_file():
