@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from edgesparse._tf import keras
 from edgesparse.errors import UserError
+from edgesparse.frontends.archive import check_members, read_json
 from edgesparse.frontends.keras3 import translate_keras3
 
 ACCEPTED = "edgesparse accepts tf_keras or Keras 3 .keras files, .h5 files, and SavedModel folders"
@@ -160,7 +161,9 @@ def _load_keras_zip(path: Path, check: bool, unsafe: bool):
             if not {"metadata.json", "config.json"} <= names:
                 hint = _what_it_is(path) if _looks_like_other(path) else "it is a zip, but not a .keras file"
                 raise cannot_import(path, f"{hint} (no metadata.json/config.json inside)")
-            version = str(json.loads(zf.read("metadata.json")).get("keras_version", ""))
+            check_members(zf, path)          # before anything is inflated: zip bombs stop here
+            metadata = read_json(zf, "metadata.json", path)
+            version = str(metadata.get("keras_version", "")) if isinstance(metadata, dict) else ""
     except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, OSError) as err:
         raise cannot_import(path, f"the .keras file is corrupt ({err})") from None
 

@@ -17,7 +17,6 @@ the file with safe_mode=True.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import numpy as np
 
 from edgesparse._tf import keras, tf
 from edgesparse.errors import UserError
+from edgesparse.frontends.archive import check_members, read_json
 
 # Layers whose tf_keras twin computes the same function from the same config and weights.
 # Anything else fails closed, naming the layer: better no model than a silently different one.
@@ -72,7 +72,8 @@ CHECK_SAMPLES = 8
 
 def keras_version_of_zip(path: Path) -> str:
     with zipfile.ZipFile(path) as zf:
-        return str(json.loads(zf.read("metadata.json")).get("keras_version", ""))
+        check_members(zf, path)
+        return str(read_json(zf, "metadata.json", path).get("keras_version", ""))
 
 
 class _ZipWeights:
@@ -84,20 +85,28 @@ class _ZipWeights:
     """
 
     def __init__(self, path: Path):
-        with zipfile.ZipFile(path) as zf:
-            if "model.weights.h5" not in zf.namelist():
-                raise UserError(f"cannot import {path}: the .keras file has no model.weights.h5 "
-                                "(sharded or weightless saves are not supported); save it again with model.save()")
-            raw = zf.read("model.weights.h5")
         import h5py
 
-        self.file = h5py.File(io.BytesIO(raw), "r")
+        self.zip = zipfile.ZipFile(path)
+        check_members(self.zip, path)
+        if "model.weights.h5" not in self.zip.namelist():
+            self.zip.close()
+            raise UserError(f"cannot import {path}: the .keras file has no model.weights.h5 "
+                            "(sharded or weightless saves are not supported); save it again with model.save()")
+        # Read lazily through the zip (never whole into memory); only the datasets the layers need.
+        self.member = self.zip.open("model.weights.h5")
+        self.file = h5py.File(self.member, "r")
+
+    def close(self) -> None:
+        self.file.close()
+        self.member.close()
+        self.zip.close()
 
     def get(self, group_path: str, layer_name: str) -> list[np.ndarray]:
         group = self.file.get(f"{group_path}/vars")
         if group is None:
             return []
-        return [np.asarray(group[k]) for k in sorted(group.keys(), key=int)]
+        return [group[k] for k in sorted(group.keys(), key=int)]      # h5py datasets: read after the shape check
 
 
 class _LegacyH5Weights:
@@ -108,12 +117,15 @@ class _LegacyH5Weights:
 
         self.file = h5py.File(path, "r")
 
+    def close(self) -> None:
+        self.file.close()
+
     def get(self, group_path: str, layer_name: str) -> list[np.ndarray]:
         group = self.file["model_weights"].get(layer_name)
         if group is None:
             return []
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
-        return [np.asarray(group[n]) for n in names]
+        return [group[n] for n in names]                 # h5py datasets: read after the shape check
 
 
 def _snake_case(name: str) -> str:
@@ -232,6 +244,8 @@ class _Builder:
             raise self.fail(f"layer {layer.name!r} ({type(layer).__name__}): the file holds weights of "
                             f"shapes {got}, the tf_keras layer needs {expected}")
         if values:
+            # Only now read the data: a dataset declaring a huge shape never got this far.
+            values = [np.asarray(v) for v in values]
             layer.set_weights(values)
             self.weights_copied += len(values)
 
@@ -455,7 +469,8 @@ def translate_keras3(path: Path, container: str, check: bool = True):
     path = Path(path)
     if container == "keras_zip":
         with zipfile.ZipFile(path) as zf:
-            config = json.loads(zf.read("config.json"))
+            check_members(zf, path)
+            config = read_json(zf, "config.json", path)
         weights = _ZipWeights(path)
         suffix = ".keras"
     else:
@@ -480,7 +495,7 @@ def translate_keras3(path: Path, container: str, check: bool = True):
         with SafeModeScope(True):       # never run code from the file, even under --unsafe-load
             model = builder.build_model(config, "")
     finally:
-        weights.file.close()
+        weights.close()
 
     info: dict[str, Any] = {
         "translated": "Keras 3 -> tf_keras, layer by layer",
