@@ -9,6 +9,7 @@ profiles and writes the report.
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -53,6 +54,7 @@ class BuildOptions:
     profile_agents: tuple[str, ...] = ()    # agent URLs that measure the artifacts
     token_file: Path | None = None          # the agents' bearer token
     profile_local: bool = False             # also measure the artifacts on this machine
+    unsafe_load: bool = False               # --unsafe-load: model files may run their code (docs/security.md)
 
     @classmethod
     def of(cls, options: "BuildOptions | Mapping[str, Any] | None") -> "BuildOptions":
@@ -67,7 +69,8 @@ class BuildOptions:
         return cls(control_from_scratch=bool(options.get("control_from_scratch")),
                    profile_agents=tuple(options.get("profile_agents") or ()),
                    token_file=None if token is None else Path(token),
-                   profile_local=bool(options.get("profile_local")))
+                   profile_local=bool(options.get("profile_local")),
+                   unsafe_load=bool(options.get("unsafe_load")))
 
 
 @dataclass
@@ -117,6 +120,19 @@ def pipeline_for(recipe: Recipe) -> Pipeline:
     return Pipeline(passes)
 
 
+def _load_policy(fn):
+    """Every model loaded while `fn` runs (the model, a distill teacher) follows the options'
+    unsafe_load (--unsafe-load); a recipe cannot turn it on (docs/security.md)."""
+    @functools.wraps(fn)
+    def with_policy(*args, options: "BuildOptions | Mapping[str, Any] | None" = None, **kwargs):
+        from edgesparse.frontends.keras import unsafe_loading
+
+        with unsafe_loading(BuildOptions.of(options).unsafe_load):
+            return fn(*args, options=options, **kwargs)
+    return with_policy
+
+
+@_load_policy
 def plan_build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
                recipe: str | Path | None = None, out: str | Path | None = None,
                progress: Progress | None = None, instruments: Iterable[Instrument] = (),
@@ -184,8 +200,11 @@ def run_plan(plan: BuildPlan, strength: float = 1.0, overrides: Overrides | None
     ctx = RunContext(target=plan.target, data=plan.data, workdir=folder, seed=plan.recipe.spec.seed,
                      progress=plan.progress)
     records = RecordsInstrument(keras_metrics, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}")
-    state = pipeline.run(state, ctx, [ProgressInstrument(plan.progress, len(pipeline.passes)),
-                                      *plan.instruments, records])
+    from edgesparse.frontends.keras import unsafe_loading
+
+    with unsafe_loading(plan.options.unsafe_load):      # a distill teacher loads during the run
+        state = pipeline.run(state, ctx, [ProgressInstrument(plan.progress, len(pipeline.passes)),
+                                          *plan.instruments, records])
     return judge(strength, folder, state, records.records, plan.target, plan.budget)
 
 
@@ -209,6 +228,7 @@ def with_overrides(pipeline: Pipeline, overrides: Overrides | None) -> Pipeline:
     return Pipeline([override(p) for p in pipeline.passes])
 
 
+@_load_policy
 def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
           recipe: str | Path | None = None, out: str | Path | None = None,
           progress: Progress | None = None, instruments: Iterable[Instrument] = (),

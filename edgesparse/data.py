@@ -11,6 +11,7 @@ says so loudly and claims no accuracy.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +95,51 @@ def _split(x: np.ndarray, y: np.ndarray | None, val_fraction: float, seed: int):
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x", "y", "x_unlabelled")   # the only arrays read
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def _npz_member_size(f, key: str, path: Path) -> None:
+    """Refuse, before inflating it, an array that could not fit in this machine's memory, and one whose
+    .npy header declares more data than its zip entry holds (numpy would allocate it up front)."""
+    info = f.zip.getinfo(f"{key}.npy")
+    limit = _memory_bytes()
+    if info.file_size > limit:
+        raise UserError(f"data file {path}: array {key} declares {info.file_size:,} bytes unpacked, more than "
+                        f"this machine's memory ({limit:,}); the file is damaged or too large")
+    with f.zip.open(info) as member:
+        fmt = np.lib.format
+        version = fmt.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            return                               # np.load checks other versions itself
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    if dtype.hasobject:
+        return                                   # np.load refuses it (allow_pickle=False) with its own message
+    declared = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+    if declared > info.file_size:
+        raise UserError(f"data file {path}: array {key} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
+                        f"{info.file_size:,}; the file is damaged; write it again with numpy.savez")
+
+
 def _load_npz(path: Path):
+    """Only the arrays edgesparse uses are inflated (np.load is lazy per key); others stay untouched."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            wanted = [k for k in NPZ_KEYS if k in f.files]
+            if not wanted:
+                return {k: None for k in f.files}   # only the names: the caller says which it expected
+            for k in wanted:
+                _npz_member_size(f, k, path)
+            return {k: f[k] for k in wanted}
+    except UserError:
+        raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
         raise UserError(f"cannot read data file {path}: {exc}; give an .npz written by numpy.savez") from None
 

@@ -19,6 +19,9 @@ class BudgetError(UserError):
     exit_code = 3
 
 
+ECHO_LIMIT = 80   # characters of a user's value or key quoted back in an error
+
+
 def describe_validation_error(exc, known=None, as_option: bool = False) -> str:
     """One line for a pydantic ValidationError: the key (or `--option`) and what is wrong with it.
 
@@ -28,12 +31,12 @@ def describe_validation_error(exc, known=None, as_option: bool = False) -> str:
     """
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    key = ".".join(str(p) for p in err["loc"])
+    key = ".".join(str(p) for p in err["loc"])[:ECHO_LIMIT]    # a hostile key is echoed bounded
     if as_option and key:
         key = "--" + key.replace("_", "-")
     if err["type"] == "extra_forbidden":
         what = "option" if as_option else "key"
         listed = "" if known is None else f" (known: {', '.join(known) or 'none'})"
         return f"unknown {what} {key!r}{listed}"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = err["msg"].removeprefix("Value error, ")[:4 * ECHO_LIMIT]
     return f"{key}: {msg}" if key else msg

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.errors import ECHO_LIMIT, UserError, describe_validation_error
 from edgesparse.passes import load_builtin_passes
 from edgesparse.pipeline import Pass, Pipeline
 
@@ -89,6 +89,17 @@ class Recipe:
         }
 
 
+
+
+def _echo(value: Any) -> str:
+    """A value from the recipe, for an error line: strings and numbers as written, bounded;
+    a list or mapping only by its type (formatting a nested one can take forever)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value)
+        return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+    return f"a {type(value).__name__}"
+
+
 def _describe(exc: ValidationError, cls: type[Pass] | None = None) -> str:
     return describe_validation_error(exc, known=list((cls.Config if cls else RecipeFile).model_fields))
 
@@ -111,11 +122,13 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
         params = dict(entry)
         name = params.pop("pass")
         when.append(params.pop("when", "always"))
-        if when[-1] not in WHEN:
-            raise UserError(f"{where}: when: {when[-1]!r} is not one of {', '.join(WHEN)}")
-        cls = registry.get(name)
+        # Types first, and never echo a value whole: a YAML alias bomb is a few hundred bytes that
+        # expand to gigabytes the moment they are formatted.
+        if not isinstance(when[-1], str) or when[-1] not in WHEN:
+            raise UserError(f"{where}: when: {_echo(when[-1])} is not one of {', '.join(WHEN)}")
+        cls = registry.get(name) if isinstance(name, str) else None
         if cls is None:
-            raise UserError(f"{where}: unknown pass {name!r}; known passes: {', '.join(sorted(registry))}")
+            raise UserError(f"{where}: unknown pass {_echo(name)}; known passes: {', '.join(sorted(registry))}")
         try:
             passes.append(cls(cls.Config(**params)))
         except ValidationError as exc:

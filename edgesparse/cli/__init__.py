@@ -20,6 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "target, then measure it on the device.")
 _debug = {"on": False}
 HOST_MODULES = {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx"}
+# Every command that loads a model offers --unsafe-load with this help (docs/security.md).
+UNSAFE_LOAD_HELP = ("Let the model files (and a recipe's distill teacher) run the Python code they hold "
+                    "(Lambda layers, lambda functions) while loading. Such code can do anything you can: "
+                    "only for files you trust as much as a script. Off by default.")
 
 
 @app.callback()
@@ -39,6 +43,7 @@ def build(
     profile_local: bool = typer.Option(False, "--profile-local", help="Also measure the artifacts on this machine."),
     control_from_scratch: bool = typer.Option(False, "--control-from-scratch", help="Also train the compressed architecture from scratch, for comparison."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP),
 ):
     """Run the pass pipeline and write verified artifacts plus report.md, report.html and report.json."""
     from edgesparse.build_api import build as run_build
@@ -48,7 +53,8 @@ def build(
         result = run_build(model, target=target, data=data, recipe=recipe, out=out, progress=progress,
                            options={"profile_agents": profile or [], "token_file": token_file,
                                     "profile_local": profile_local,
-                                    "control_from_scratch": control_from_scratch})
+                                    "control_from_scratch": control_from_scratch,
+                                    "unsafe_load": unsafe_load})
     _render_build(result, console)
     if json_out:
         sys.stdout.write(json.dumps(result.report, indent=2, default=str) + "\n")

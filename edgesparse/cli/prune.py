@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 
+from edgesparse.cli import UNSAFE_LOAD_HELP
 from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
@@ -27,14 +28,17 @@ def register(app: typer.Typer) -> None:
     app.command("prune")(command(prune, PRUNE_OPTIONS))
 
 
-def _load(model_path: Path):
+def _load(model_path: Path, unsafe: bool):
     from edgesparse.frontends.keras import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(model_path, unsafe=unsafe)
     return model
 
 
-def inspect(model: Path = typer.Argument(..., help=MODEL_HELP)):
+UNSAFE_OPTION = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)
+
+
+def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: bool = UNSAFE_OPTION):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
     from edgesparse.graph.stats import count_macs, count_params
@@ -42,7 +46,7 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP)):
 
     from edgesparse.graph.flatten import flatten_nested
 
-    m, flattened, why_not = flatten_nested(_load(model))
+    m, flattened, why_not = flatten_nested(_load(model, unsafe_load))
     graph = ChannelGraph(m)
     if flattened:
         console.print(f"nested models flattened into one graph: {', '.join(flattened)}")
@@ -62,7 +66,8 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP)):
                             ["layer", "why"], [[k, v] for k, v in graph.unprunable_layers.items()]))
 
 
-def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optional[Path], **settings):
+def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optional[Path], unsafe_load: bool,
+          **settings):
     """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
     from edgesparse.console import RichProgress, console, table
     from edgesparse.data import load_data
@@ -77,7 +82,7 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     if target is not None:
         from edgesparse.targets import load_target
         tgt = load_target(target)
-    m = _load(model)
+    m = _load(model, unsafe_load)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
     if settings["finetune_epochs"] is None:
         settings["finetune_epochs"] = 3 if dataset.labelled else 0
@@ -116,6 +121,7 @@ PRUNE_OPTIONS = [
         ConfigOption("reconstruct", negated=True, help="skip the least-squares refit of the following layers"),
         "sensitivity")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras).")),
+    parameter("unsafe_load", bool, UNSAFE_OPTION),
 ]
 
 

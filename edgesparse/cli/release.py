@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli import UNSAFE_LOAD_HELP
 from edgesparse.errors import UserError
 
 
@@ -21,6 +22,7 @@ def release_command(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz or a folder of class sub-folders (as for build)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="A recipe YAML replacing the target's default recipe."),
     out: Path = typer.Option(Path("dist"), "--out", "-o", help="Folder for the tarball."),
+    unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP),
 ):
     """Build deterministically and pack a reproducible <name>-<target>-<version>.tar.gz."""
     from edgesparse.console import console, table
@@ -28,7 +30,7 @@ def release_command(
 
     console.print("[bold]release:[/] building in a fresh process with deterministic TensorFlow kernels")
     result = release(model, target=target, version=version, data=data, recipe=recipe, out=out,
-                     progress=True, debug="--debug" in sys.argv)
+                     progress=True, debug="--debug" in sys.argv, unsafe_load=unsafe_load)
     m = result.manifest
     for w in m["warnings"]:
         console.print(f"[bold yellow]warning:[/] {w}")

@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from edgesparse.cli import UNSAFE_LOAD_HELP
 from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
@@ -40,30 +41,22 @@ def _check_out(out: Path) -> None:
     check_writable(out)
 
 
-def load_model(path: Path):
-    """The importer when it is there (it translates Keras 3 files); plain tf_keras otherwise."""
+def load_model(path: Path, unsafe: bool = False):
+    """The importer (it translates Keras 3 files, and runs no code from the file unless `unsafe`)."""
     if not path.exists():
         raise UserError(f"model {path} does not exist")
-    try:
-        from edgesparse.frontends.keras import load_model as import_model
-    except ImportError:
-        import_model = None
-    if import_model is not None:
-        return import_model(path)
-    from edgesparse._tf import keras
+    from edgesparse.frontends.keras import load_model as import_model
 
-    try:
-        return keras.models.load_model(path, compile=False), {"path": str(path), "format": "tf_keras"}
-    except Exception as exc:
-        raise UserError(f"cannot load {path} as a tf_keras model: {exc}") from None
+    return import_model(path, unsafe=unsafe)
 
 
-def sparsify(model: Path, data: Optional[Path], out: Optional[Path], json_out: bool, **settings):
+def sparsify(model: Path, data: Optional[Path], out: Optional[Path], json_out: bool, unsafe_load: bool,
+             **settings):
     """Zero out weights for size (post-training refit by default) and write the sparse model."""
     cfg = _config(settings)
     out = out if out is not None else Path(f"{model.stem}-sparse.keras")
     _check_out(out)
-    state = run_sparsify(model, data, cfg)
+    state = run_sparsify(model, data, cfg, unsafe_load)
     from edgesparse.console import console
 
     render(state, console)
@@ -82,6 +75,7 @@ SPARSIFY_OPTIONS = [
         "calibration_samples", "sizes", "seed")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output model (default <model>-sparse.keras here).")),
     parameter("json_out", bool, typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout.")),
+    parameter("unsafe_load", bool, typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)),
 ]
 
 
@@ -89,7 +83,7 @@ def register(app: typer.Typer) -> None:
     app.command("sparsify")(command(sparsify, SPARSIFY_OPTIONS))
 
 
-def run_sparsify(model_path: Path, data_path: Optional[Path], cfg):
+def run_sparsify(model_path: Path, data_path: Optional[Path], cfg, unsafe_load: bool = False):
     """Load, check the plan (before any work), run the pass; returns the ModelState."""
     from edgesparse.console import RichProgress
     from edgesparse.data import load_data
@@ -97,7 +91,7 @@ def run_sparsify(model_path: Path, data_path: Optional[Path], cfg):
     from edgesparse.pipeline import DataInfo, PlanContext, RunContext
     from edgesparse.state import ModelState
 
-    keras_model, source = load_model(model_path)
+    keras_model, source = load_model(model_path, unsafe_load)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
     dataset = load_data(data_path, input_shape, num_classes, seed=cfg.seed or 0)

@@ -9,10 +9,14 @@ subprocess, to compute the reference outputs the translation is checked against.
 
 Fail closed: a layer class we have not mapped, a config key tf_keras does not understand, a
 weight whose shape does not match, or outputs that differ is a UserError naming the layer.
+
+Safety (docs/security.md): the translator never constructs a Lambda or any layer outside
+SUPPORTED_LAYERS, builds layers under tf_keras's SafeModeScope(True) whatever the caller allows
+(a serialized lambda inside a config is refused, not run), and the Keras 3 reference run loads
+the file with safe_mode=True.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -27,6 +31,7 @@ import numpy as np
 
 from edgesparse._tf import keras, tf
 from edgesparse.errors import UserError
+from edgesparse.frontends.archive import check_members, read_json
 
 # Layers whose tf_keras twin computes the same function from the same config and weights.
 # Anything else fails closed, naming the layer: better no model than a silently different one.
@@ -67,7 +72,8 @@ CHECK_SAMPLES = 8
 
 def keras_version_of_zip(path: Path) -> str:
     with zipfile.ZipFile(path) as zf:
-        return str(json.loads(zf.read("metadata.json")).get("keras_version", ""))
+        check_members(zf, path)
+        return str(read_json(zf, "metadata.json", path).get("keras_version", ""))
 
 
 class _ZipWeights:
@@ -79,20 +85,28 @@ class _ZipWeights:
     """
 
     def __init__(self, path: Path):
-        with zipfile.ZipFile(path) as zf:
-            if "model.weights.h5" not in zf.namelist():
-                raise UserError(f"cannot import {path}: the .keras file has no model.weights.h5 "
-                                "(sharded or weightless saves are not supported); save it again with model.save()")
-            raw = zf.read("model.weights.h5")
         import h5py
 
-        self.file = h5py.File(io.BytesIO(raw), "r")
+        self.zip = zipfile.ZipFile(path)
+        check_members(self.zip, path)
+        if "model.weights.h5" not in self.zip.namelist():
+            self.zip.close()
+            raise UserError(f"cannot import {path}: the .keras file has no model.weights.h5 "
+                            "(sharded or weightless saves are not supported); save it again with model.save()")
+        # Read lazily through the zip (never whole into memory); only the datasets the layers need.
+        self.member = self.zip.open("model.weights.h5")
+        self.file = h5py.File(self.member, "r")
+
+    def close(self) -> None:
+        self.file.close()
+        self.member.close()
+        self.zip.close()
 
     def get(self, group_path: str, layer_name: str) -> list[np.ndarray]:
         group = self.file.get(f"{group_path}/vars")
         if group is None:
             return []
-        return [np.asarray(group[k]) for k in sorted(group.keys(), key=int)]
+        return [group[k] for k in sorted(group.keys(), key=int)]      # h5py datasets: read after the shape check
 
 
 class _LegacyH5Weights:
@@ -103,12 +117,15 @@ class _LegacyH5Weights:
 
         self.file = h5py.File(path, "r")
 
+    def close(self) -> None:
+        self.file.close()
+
     def get(self, group_path: str, layer_name: str) -> list[np.ndarray]:
         group = self.file["model_weights"].get(layer_name)
         if group is None:
             return []
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
-        return [np.asarray(group[n]) for n in names]
+        return [group[n] for n in names]                 # h5py datasets: read after the shape check
 
 
 def _snake_case(name: str) -> str:
@@ -215,7 +232,7 @@ class _Builder:
             layer = getattr(keras.layers, class_name).from_config(cfg)
         except Exception as err:  # tf_keras says which key it does not know
             raise self.fail(f"layer {name!r} ({class_name}) has a Keras 3 config tf_keras cannot "
-                            f"take: {str(err).splitlines()[0]}") from None
+                            f"take: {_first_line(err)}") from None
         self.layers_translated += 1
         return layer
 
@@ -227,6 +244,8 @@ class _Builder:
             raise self.fail(f"layer {layer.name!r} ({type(layer).__name__}): the file holds weights of "
                             f"shapes {got}, the tf_keras layer needs {expected}")
         if values:
+            # Only now read the data: a dataset declaring a huge shape never got this far.
+            values = [np.asarray(v) for v in values]
             layer.set_weights(values)
             self.weights_copied += len(values)
 
@@ -326,7 +345,7 @@ class _Builder:
                     out = layer(*args, **kwargs)
                 except Exception as err:
                     raise self.fail(f"layer {name!r} ({type(layer).__name__}) could not be called as "
-                                    f"the Keras 3 graph does: {str(err).splitlines()[0]}") from None
+                                    f"the Keras 3 graph does: {_first_line(err)}") from None
                 for t_index, tensor in enumerate(tf.nest.flatten(out)):
                     tensors[(name, node_index, t_index)] = tensor
                 path = getattr(layer, "_edgesparse_weight_path", None)
@@ -366,6 +385,12 @@ class _Builder:
         return value
 
 
+def _first_line(err: Exception, limit: int = 200) -> str:
+    """tf_keras errors quote the whole config (which a hostile file makes as long as it likes)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
 def _is_custom(layer_cfg: dict) -> bool:
     """A user class, even one named like a Keras layer: registered under its own name or module."""
     module = layer_cfg.get("module") or "keras"
@@ -388,7 +413,7 @@ _REFERENCE_SCRIPT = r"""
 import sys
 import numpy as np
 import keras
-model = keras.saving.load_model(sys.argv[1], compile=False)
+model = keras.saving.load_model(sys.argv[1], compile=False, safe_mode=True)
 x = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(model.predict(x, verbose=0)))
 """
@@ -444,7 +469,8 @@ def translate_keras3(path: Path, container: str, check: bool = True):
     path = Path(path)
     if container == "keras_zip":
         with zipfile.ZipFile(path) as zf:
-            config = json.loads(zf.read("config.json"))
+            check_members(zf, path)
+            config = read_json(zf, "config.json", path)
         weights = _ZipWeights(path)
         suffix = ".keras"
     else:
@@ -462,11 +488,14 @@ def translate_keras3(path: Path, container: str, check: bool = True):
     if config.get("class_name") not in MODEL_CLASSES or _is_custom(config):
         raise UserError(f"cannot import {path}: the Keras 3 file holds a {config.get('class_name')}, "
                         "not a Functional or Sequential model")
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     builder = _Builder(weights, path)
     try:
-        model = builder.build_model(config, "")
+        with SafeModeScope(True):       # never run code from the file, even under --unsafe-load
+            model = builder.build_model(config, "")
     finally:
-        weights.file.close()
+        weights.close()
 
     info: dict[str, Any] = {
         "translated": "Keras 3 -> tf_keras, layer by layer",

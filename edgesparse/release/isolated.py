@@ -28,12 +28,13 @@ from edgesparse.errors import BudgetError, UserError
 
 
 def build_in_fresh_process(model: Path, target: str, data: Path | None, recipe: Path | None,
-                           out: Path, progress: bool = False, debug: bool = False) -> dict[str, Any]:
+                           out: Path, progress: bool = False, debug: bool = False,
+                           unsafe_load: bool = False) -> dict[str, Any]:
     """Build into `out` (which must not exist) in a child process; returns report.json."""
     result = out.parent / f"{out.name}.result.json"
     args = {"model": str(model), "target": str(target), "data": None if data is None else str(data),
             "recipe": None if recipe is None else str(recipe), "out": str(out), "result": str(result),
-            "progress": progress, "debug": debug}
+            "progress": progress, "debug": debug, "unsafe_load": unsafe_load}
     env = dict(os.environ, PYTHONHASHSEED="0")
     if not debug:
         # Deterministic tf.data pipelines make TensorFlow log harmless C++ "errors" about a
@@ -65,7 +66,8 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
 
     seed = recipe_for(load_target(args["target"]), args["recipe"]).spec.seed
     make_deterministic(seed)
-    kwargs = dict(target=args["target"], data=args["data"], recipe=args["recipe"], out=args["out"])
+    kwargs = dict(target=args["target"], data=args["data"], recipe=args["recipe"], out=args["out"],
+                  options={"unsafe_load": bool(args.get("unsafe_load"))})
     if args["progress"]:
         from edgesparse.console import RichProgress
 

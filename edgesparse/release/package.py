@@ -23,7 +23,7 @@ from edgesparse.files import check_writable
 from edgesparse.release import manifest as mf
 from edgesparse.release.isolated import build_in_fresh_process
 from edgesparse.release.modelcard import render_model_card
-from edgesparse.release.tarball import write_tarball
+from edgesparse.release.tarball import is_release_tarball, write_tarball
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 SUMS = "SHA256SUMS"
@@ -47,6 +47,13 @@ def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the tarball (default dist/)")
     check_writable(out)
+
+
+def check_replaceable(dest: Path, release_name: str) -> None:
+    """The tarball may replace only an earlier tarball of the same release (docs/security.md)."""
+    if dest.is_symlink() or (dest.exists() and not is_release_tarball(dest, release_name)):
+        raise UserError(f"{dest} exists and is not a release tarball edgesparse wrote; move it away or "
+                        "choose another --out (edgesparse replaces only its own files)")
 
 
 def write_sums(root: Path) -> None:
@@ -106,16 +113,20 @@ def assemble(stage: Path, built: Path, report: dict[str, Any], *, release_name: 
 
 def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", data: str | Path | None = None,
             recipe: str | Path | None = None, out: str | Path = "dist", progress: bool = False,
-            debug: bool = False) -> ReleaseResult:
-    """Build `model` for `target` deterministically and pack a reproducible release tarball."""
+            debug: bool = False, unsafe_load: bool = False) -> ReleaseResult:
+    """Build `model` for `target` deterministically and pack a reproducible release tarball.
+
+    unsafe_load: let the model files run the Python code they hold (--unsafe-load)."""
     from edgesparse.targets import load_target
 
     # The cheap checks run here, before a TensorFlow process is started; the build does the rest.
     check_version(version)
     out = Path(out)
     check_out(out)
-    load_target(target)
+    target_name = load_target(target).name
     model, data = Path(model), None if data is None else Path(data)
+    guess = f"{model.stem.replace(' ', '_')}-{target_name}-{version}"     # the build names it so
+    check_replaceable(out / f"{guess}.tar.gz", guess)
     recipe = None if recipe is None else Path(recipe)
     for what, path in (("model", model), ("data", data), ("recipe", recipe)):
         if path is not None and not path.exists():
@@ -123,11 +134,13 @@ def release(model: str | Path, target: str = "rpi4", version: str = "0.0.0", dat
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgesparse-release-") as tmp:
         built = Path(tmp) / "build"
-        report = build_in_fresh_process(model, target, data, recipe, built, progress=progress, debug=debug)
+        report = build_in_fresh_process(model, target, data, recipe, built, progress=progress, debug=debug,
+                                        unsafe_load=unsafe_load)
         name = (report.get("model") or {}).get("name") or model.stem
         release_name = f"{name}-{report['target']['name']}-{version}"
         root = Path(tmp) / "stage"
         manifest = assemble(root / release_name, built, report, release_name=release_name, version=version,
                             model=model, data=data, recipe=recipe)
+        check_replaceable(out / f"{release_name}.tar.gz", release_name)
         path = write_tarball(root, release_name, out / f"{release_name}.tar.gz")
     return ReleaseResult(path=path, sha256=mf.sha256_file(path), manifest=manifest)

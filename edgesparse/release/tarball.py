@@ -26,6 +26,10 @@ from edgesparse.errors import UserError
 
 DEFAULT_EPOCH = 315532800          # 1980-01-01T00:00:00Z: the earliest time every archive format takes
 MAX_UNPACKED_BYTES = 4 << 30       # verify-release refuses archives that unpack to more than this
+MAX_MEMBER_BYTES = 2 << 30         # ... or hold one file larger than this (edge artifacts are MBs)
+MAX_SUMS_BYTES = 1 << 20           # SHA256SUMS: one line per file
+MAX_JSON_BYTES = 64 << 20          # manifest.json, report.json: parsed whole, so bounded tighter
+CHUNK = 1 << 20                    # files are copied out in blocks, never read whole
 
 
 def release_epoch() -> int:
@@ -94,8 +98,24 @@ def _safe_name(name: str) -> PurePosixPath:
     return p
 
 
-def extract_tarball(path: Path, dest: Path) -> str:
-    """Unpack a release into `dest`; returns the name of its single top folder."""
+def is_release_tarball(path: Path, top: str) -> bool:
+    """Whether `path` is a tarball write_tarball made for `top` (its first entry is that folder).
+    Reads one header, so it is cheap on any file."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
+    return first is not None and first.isdir() and first.name == top
+
+
+def extract_tarball(path: Path, dest: Path, sums_name: str = "SHA256SUMS") -> str:
+    """Unpack a release into `dest`; returns the name of its single top folder.
+
+    Bounded (docs/security.md): member and total sizes are checked from the headers first, files
+    are copied in blocks, and `sums_name` is unpacked before anything else."""
     if not path.is_file():
         raise UserError(f"{path} does not exist; give the .tar.gz that `edgesparse release` wrote")
     try:
@@ -111,17 +131,40 @@ def extract_tarball(path: Path, dest: Path) -> str:
         if len(tops) != 1:
             raise UserError(f"{path} has {len(tops)} top-level entries ({', '.join(sorted(tops)[:3])}); "
                             "a release has exactly one top folder")
+        # Sizes come from the tar headers, checked before anything is written.
         if sum(m.size for m in members if m.isfile()) > MAX_UNPACKED_BYTES:
             raise UserError(f"{path} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GiB; refusing")
+        for m in members:
+            if not (m.isdir() or m.isfile()):
+                raise UserError(f"{path}: {m.name[:80]} is a link or special file; a release holds "
+                                "regular files only")
+            base = PurePosixPath(m.name).name
+            limit = (MAX_SUMS_BYTES if base == sums_name else MAX_JSON_BYTES if base.endswith(".json")
+                     else MAX_MEMBER_BYTES)
+            if m.isfile() and m.size > limit:
+                raise UserError(f"{path}: {m.name[:80]} is {m.size:,} bytes, more than a release file may be "
+                                f"({limit:,}); refusing to unpack it")
+        # SHA256SUMS first: the checks that follow read it before any other file is trusted.
+        members.sort(key=lambda m: PurePosixPath(m.name).name != sums_name)
         for m in members:
             target = dest.joinpath(*_safe_name(m.name).parts)
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-            elif m.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                target.write_bytes(src.read() if src is not None else b"")
-            else:
-                raise UserError(f"{path}: {m.name} is a link or special file; a release holds "
-                                "regular files only")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(m)
+            with open(target, "wb") as out:
+                if src is not None:
+                    _copy(src, out, m.size)
     return tops.pop()
+
+
+def _copy(src, out, size: int) -> None:
+    """Copy at most `size` bytes (the header's word) in CHUNK blocks."""
+    left = size
+    while left > 0:
+        block = src.read(min(CHUNK, left))
+        if not block:
+            break
+        out.write(block)
+        left -= len(block)

@@ -212,7 +212,7 @@ def verify_release(tarball: str | Path) -> VerifyResult:
     """Check a release tarball; `result.problems` holds one line per problem (empty: it passed)."""
     tarball = Path(tarball)
     with tempfile.TemporaryDirectory(prefix="edgesparse-verify-") as tmp:
-        top = extract_tarball(tarball, Path(tmp))
+        top = extract_tarball(tarball, Path(tmp), sums_name=SUMS)
         result = VerifyResult(tarball=tarball, sha256=sha256_file(tarball), release=top)
         checker = _Checker(Path(tmp) / top, result)
         result.files = len(checker.present)

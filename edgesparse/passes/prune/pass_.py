@@ -30,8 +30,8 @@ class PruneConfig(PassConfig):
     round_to: int | None = Field(None, description="kept channel counts are multiples of this; "
                                                   "default: the target's SIMD width")
     reconstruct: bool = Field(True, description="least-squares refit of the following layers")
-    steps: int = Field(1, description="prune in this many steps (fine-tuning between them)")
-    finetune_epochs: int = Field(0, description="epochs of fine-tuning after each step (needs labels)")
+    steps: int = Field(1, le=100, description="prune in this many steps (fine-tuning between them)")
+    finetune_epochs: int = Field(0, le=1000, description="epochs of fine-tuning after each step (needs labels)")
     finetune_lr: float = Field(3e-4, description="Adam learning rate of the fine-tune")
     batch_size: int = 64
     sensitivity: bool = Field(False, description="measure accuracy vs ratio per group (table + plot)")
