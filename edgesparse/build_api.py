@@ -9,7 +9,6 @@ profiles and writes the report.
 """
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -120,25 +119,21 @@ def pipeline_for(recipe: Recipe) -> Pipeline:
     return Pipeline(passes)
 
 
-def _load_policy(fn):
-    """Every model loaded while `fn` runs (the model, a distill teacher) follows the options'
-    unsafe_load (--unsafe-load); a recipe cannot turn it on (docs/security.md)."""
-    @functools.wraps(fn)
-    def with_policy(*args, options: "BuildOptions | Mapping[str, Any] | None" = None, **kwargs):
-        from edgesparse.frontends.keras import unsafe_loading
-
-        with unsafe_loading(BuildOptions.of(options).unsafe_load):
-            return fn(*args, options=options, **kwargs)
-    return with_policy
-
-
-@_load_policy
 def plan_build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
                recipe: str | Path | None = None, out: str | Path | None = None,
                progress: Progress | None = None, instruments: Iterable[Instrument] = (),
                options: BuildOptions | Mapping[str, Any] | None = None) -> BuildPlan:
     """Check everything that can be checked before work; raise UserError on the first problem.
-    Parameters as for `build`. Nothing is written."""
+    Parameters as for `build`. Nothing is written. Every model loaded here (the model, a distill
+    teacher checked by its pass) follows the options' unsafe_load (--unsafe-load); a recipe
+    cannot turn it on (docs/security.md)."""
+    from edgesparse.frontends.keras import unsafe_loading
+
+    with unsafe_loading(BuildOptions.of(options).unsafe_load):
+        return _plan_build(model, target, data, recipe, out, progress, instruments, options)
+
+
+def _plan_build(model, target, data, recipe, out, progress, instruments, options) -> BuildPlan:
     from edgesparse.frontends.keras import load_model
     from edgesparse.graph.functional import clone_with_weights
 
@@ -228,7 +223,6 @@ def with_overrides(pipeline: Pipeline, overrides: Overrides | None) -> Pipeline:
     return Pipeline([override(p) for p in pipeline.passes])
 
 
-@_load_policy
 def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | Path | None = None,
           recipe: str | Path | None = None, out: str | Path | None = None,
           progress: Progress | None = None, instruments: Iterable[Instrument] = (),
