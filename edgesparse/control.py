@@ -33,7 +33,7 @@ def train_from_scratch(state, records, data, seed: int, progress) -> dict[str, A
     keras.utils.set_random_seed(seed)
     scratch = keras.models.clone_model(state.model)          # same architecture, fresh initialisation
     train(scratch, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=epochs, lr=2e-3,
-          schedule="cosine", batch_size=64, seed=seed, progress=progress,
+          schedule="cosine", batch_size=64, seed=seed, shuffle="keras", progress=progress,
           label="control: training the pruned architecture from scratch")
     out = {"epochs": epochs, "architecture": model_summary(scratch),
            "accuracy_from_scratch": round(accuracy(scratch, data.x_val, data.y_val), 3),

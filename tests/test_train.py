@@ -74,6 +74,36 @@ def test_the_same_seed_repeats_and_another_seed_shuffles_differently():
     assert not np.allclose(runs[0], runs[2])
 
 
+def test_keras_shuffle_repeats_a_plain_keras_fit_bit_for_bit():
+    """shuffle="keras" is what `model.fit(x, y, shuffle=True)` did for the prune fine-tune, the
+    magnitude sparsify and the control (their published figures): the same batches, dropout
+    masks, updates and loss history; the numpy permutation (distill, QAT) is another order."""
+    x, y = _task(n=200)                        # 200 / 32: the last batch of an epoch is short
+
+    def net():
+        keras.utils.set_random_seed(3)
+        inp = keras.Input((8,))
+        h = keras.layers.Dropout(0.3)(keras.layers.Dense(16, activation="relu")(inp))
+        return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+
+    plain = net()
+    tf.random.set_seed(0)
+    plain.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy())
+    plain_loss = plain.fit(x, y, epochs=3, batch_size=32, shuffle=True, verbose=0).history["loss"]
+    ours = {}
+    for shuffle in ("keras", "permutation"):
+        model = net()
+        r = train(model, (x, y), loss=CrossEntropy(), epochs=3, lr=0.01, batch_size=32, seed=0, shuffle=shuffle)
+        ours[shuffle] = (model.get_weights(), r.history["loss"])
+    weights, losses = ours["keras"]
+    assert losses == [float(v) for v in plain_loss]
+    for w, w_plain in zip(weights, plain.get_weights()):
+        np.testing.assert_array_equal(w, w_plain)
+    assert not np.allclose(ours["permutation"][0][0], weights[0])
+    with pytest.raises(ValueError, match="shuffle"):
+        train(net(), (x, y), loss=CrossEntropy(), epochs=1, lr=0.01, shuffle="sorted")
+
+
 def test_an_l1_regularizer_drives_the_kernel_norm_down():
     x, y = _task()
     norms = {}

@@ -5,9 +5,12 @@ the regularizers (callables model -> scalar tensor) and the model's own layer lo
 the gradients, then runs the post-step hooks (callables model -> None, e.g. proximal steps).
 Keras does the rest: the loop, callbacks, `stop_training`, History.
 
-Seeded: batches come in an order drawn from `numpy.random.default_rng(seed)` (a fresh
-permutation every epoch, the last batch of an epoch may be short), independent of TensorFlow's
-global random state; `tf.random.set_seed(seed)` fixes dropout and any other random op.
+Seeded, and the batch order is the caller's choice (`shuffle`): "permutation" draws every
+epoch's order from `numpy.random.default_rng(seed)`, independent of TensorFlow's random state
+(what distill and QAT always did); "keras" is Keras fit's own shuffle of the arrays, drawn from
+TensorFlow's global seed (what `model.fit(x, y, shuffle=True)` did for the prune fine-tune, the
+magnitude sparsify and the control, so their figures stay the same). Either way the last batch of
+an epoch may be short, and `tf.random.set_seed(seed)` fixes dropout and any other random op.
 """
 from __future__ import annotations
 
@@ -89,11 +92,13 @@ def train(model, data: tuple[np.ndarray, np.ndarray | None], *, loss: Objective,
           lr: float, batch_size: int = 64, seed: int = 0, schedule: Literal["constant", "cosine"] = "constant",
           validation: tuple[np.ndarray, np.ndarray | None] | None = None, patience: int | None = None,
           callbacks: Sequence[keras.callbacks.Callback] = (), regularizers: Sequence[Regularizer] = (),
-          post_step: Sequence[PostStep] = (), progress=None, label: str = "train") -> TrainResult:
+          post_step: Sequence[PostStep] = (), shuffle: Literal["permutation", "keras"] = "permutation",
+          progress=None, label: str = "train") -> TrainResult:
     """Train `model` in place with Adam; see the module docstring for what is seeded.
 
     data: (x, y), y None to train without labels (the loss must allow it).
     schedule: "cosine" decays the learning rate to 0 over all steps.
+    shuffle: the batch order, "permutation" or "keras" (see the module docstring).
     validation: (x_val, y_val or None): validated before training and after every epoch with
         `loss.validation_loss` and, given labels, accuracy (%); the best epoch's weights are
         restored at the end, and with `patience` training stops after that many epochs without
@@ -102,7 +107,14 @@ def train(model, data: tuple[np.ndarray, np.ndarray | None], *, loss: Objective,
     """
     x, y = np.asarray(data[0]), (None if data[1] is None else np.asarray(data[1]))
     tf.random.set_seed(seed)
-    dataset, steps = _batches(x, y, batch_size, epochs, seed)
+    if shuffle == "keras":
+        steps = max(1, math.ceil(len(x) / batch_size))
+        batches = {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
+    elif shuffle == "permutation":
+        dataset, steps = _batches(x, y, batch_size, epochs, seed)
+        batches = {"x": dataset, "steps_per_epoch": steps}
+    else:
+        raise ValueError(f"shuffle must be 'permutation' or 'keras', not {shuffle!r}")
     rate = keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if schedule == "cosine" else lr
     trainee = _Trainee(model, loss, regularizers, post_step)
     trainee.compile(optimizer=keras.optimizers.Adam(rate))
@@ -125,7 +137,7 @@ def train(model, data: tuple[np.ndarray, np.ndarray | None], *, loss: Objective,
         if isinstance(cb, EveryNSteps) and cb.net is None:
             cb.net = model
         cbs.append(cb)
-    hist = trainee.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=cbs)
+    hist = trainee.fit(**batches, epochs=epochs, verbose=0, callbacks=cbs)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     return TrainResult(history=history, epochs_run=len(history.get("loss", [])),
                        best_epoch=stopper.best_epoch if stopper else None,

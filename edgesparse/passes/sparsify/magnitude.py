@@ -102,7 +102,7 @@ def magnitude_prune(model, x_train: np.ndarray, y_train: np.ndarray, sparsity: f
     # The wrappers hold base's own layer objects, so the weights come along.
     pruned = keras.models.clone_model(base, clone_function=wrap)
     result = train(pruned, (np.asarray(x_train, np.float32), np.asarray(y_train)), loss=CrossEntropy(),
-                   epochs=epochs, lr=learning_rate, batch_size=batch_size, seed=seed,
+                   epochs=epochs, lr=learning_rate, batch_size=batch_size, seed=seed, shuffle="keras",
                    callbacks=[sparsity_api.UpdatePruningStep()],     # trap 2: the masks never move without it
                    progress=progress, label="sparsify: fine-tune with magnitude pruning")
     stripped = sparsity_api.strip_pruning(pruned)
