@@ -1,2 +1,60 @@
 """Model files -> the working form (a functional tf_keras model). `load_model` picks the frontend
-by the file's content, not its name."""
+by the file's content, not its name: ONNX protobufs go to frontends/onnx.py, everything else
+(tf_keras and Keras 3 files, SavedModel folders) to frontends/keras.py."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_model(path: str | Path, check: bool = True, input_shape=None) -> tuple[Any, dict[str, Any]]:
+    """Load any accepted model file as a functional tf_keras model; returns (model, info).
+
+    input_shape: the per-sample input shape in the file's own layout, for ONNX files whose
+    input has dynamic dimensions (Keras files carry theirs).
+    """
+    from edgesparse.errors import UserError
+
+    path = Path(path)
+    if path.is_file() and _is_torch(path):
+        from edgesparse.frontends.onnx import FOR_TORCH
+
+        raise UserError(f"cannot import {path}: it is a PyTorch file (a state dict or pickled module has no "
+                        f"graph edgesparse can read); {FOR_TORCH}")
+    if path.is_file():
+        from edgesparse.frontends.onnx import looks_like_onnx
+
+        if looks_like_onnx(path):
+            from edgesparse.frontends.keras import check_working_form
+            from edgesparse.frontends.onnx import load_onnx
+
+            model, info = load_onnx(path, input_shape=input_shape, check=check)
+            check_working_form(model, str(path))
+            info.update(path=str(path), converted_to_functional=False)
+            return model, info
+    if input_shape is not None:
+        raise UserError(f"--input-shape applies to ONNX files only; {path} carries its own input shape")
+    from edgesparse.frontends.keras import load_model as load_keras
+
+    return load_keras(path, check=check)
+
+
+def _is_torch(path: Path) -> bool:
+    """torch.save writes a zip with <name>/data.pkl (or, before 1.6, a bare pickle)."""
+    import zipfile
+
+    if path.suffix.lower() not in TORCH_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] == b"\x80":               # pickle protocol 2+
+            return True
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return any(n.endswith("data.pkl") for n in zf.namelist())
+    except OSError:
+        return False
+    return False
