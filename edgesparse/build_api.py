@@ -61,17 +61,17 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
           options: dict[str, Any] | None = None) -> BuildResult:
     """Compress `model` for `target` and write verified artifacts and a report into `out`.
 
-    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, or a SavedModel folder.
+    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, a SavedModel folder, or an `.onnx` file.
     target:  a built-in target name (rpi4, android-nnapi, coral) or a target YAML path.
     data:    an `.npz` (x_train/y_train[/x_val/y_val] or x/y) or a folder of class folders;
              None means synthetic calibration inputs and no accuracy figures.
     recipe:  a recipe YAML; None means the target's default recipe.
     out:     the output folder (default out/<model>-<target>); written atomically.
     options: build-wide switches: {"control_from_scratch": bool, "profile_agents": [URL, ...],
-             "token_file": Path, "profile_local": bool}.
+             "token_file": Path, "profile_local": bool, "input_shape": "3,224,224" (ONNX only)}.
     """
     from edgesparse._tf import keras
-    from edgesparse.frontends.keras import load_model
+    from edgesparse.frontends import load_model
     from edgesparse.graph.functional import clone_with_weights
     from edgesparse.report import build_report, write_reports
 
@@ -86,7 +86,7 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
     agents = list(options.get("profile_agents") or [])
     check_agents(agents, options.get("token_file"))
 
-    keras_model, source = load_model(model_path)
+    keras_model, source = load_model(model_path, input_shape=options.get("input_shape"))
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
     dataset = load_data(data, input_shape, num_classes, seed=recipe_obj.spec.seed)

@@ -21,10 +21,10 @@ def register(app: typer.Typer) -> None:
     app.command("prune")(prune)
 
 
-def _load(model_path: Path):
-    from edgesparse.frontends.keras import load_model
+def _load(model_path: Path, input_shape: Optional[str] = None):
+    from edgesparse.frontends import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(model_path, input_shape=input_shape)
     return model
 
 
@@ -72,6 +72,7 @@ def prune(
     no_reconstruct: bool = typer.Option(False, "--no-reconstruct", help="Skip the least-squares refit."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure per-group sensitivity (table and plot)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras)."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="ONNX files with dynamic dimensions: the per-sample input shape in the file's layout, e.g. 3,224,224."),
 ):
     """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
     from edgesparse.console import RichProgress, console, table
@@ -87,7 +88,7 @@ def prune(
     if target is not None:
         from edgesparse.targets import load_target
         tgt = load_target(target)
-    m = _load(model)
+    m = _load(model, input_shape)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
     epochs = finetune_epochs if finetune_epochs is not None else (3 if dataset.labelled else 0)
     if allocation not in ("uniform", "global", "sensitivity"):

@@ -52,7 +52,7 @@ def load_model(path: Path):
     if not path.exists():
         raise UserError(f"model {path} does not exist")
     try:
-        from edgesparse.frontends.keras import load_model as import_model
+        from edgesparse.frontends import load_model as import_model
     except ImportError:
         import_model = None
     if import_model is not None:

@@ -13,11 +13,12 @@ def load_model(path: str | Path, check: bool = True, input_shape=None) -> tuple[
     """Load any accepted model file as a functional tf_keras model; returns (model, info).
 
     input_shape: the per-sample input shape in the file's own layout, for ONNX files whose
-    input has dynamic dimensions (Keras files carry theirs).
+    input has dynamic dimensions (Keras files carry theirs): a tuple or text like "3,224,224".
     """
     from edgesparse.errors import UserError
 
     path = Path(path)
+    input_shape = parse_shape(input_shape)
     if path.is_file() and _is_torch(path):
         from edgesparse.frontends.onnx import FOR_TORCH
 
@@ -39,6 +40,19 @@ def load_model(path: str | Path, check: bool = True, input_shape=None) -> tuple[
     from edgesparse.frontends.keras import load_model as load_keras
 
     return load_keras(path, check=check)
+
+
+def parse_shape(shape) -> tuple[int, ...] | None:
+    """ "3,224,224" (or "3x224x224", or a tuple) -> (3, 224, 224)."""
+    from edgesparse.errors import UserError
+
+    if shape is None or isinstance(shape, (tuple, list)):
+        return None if shape is None else tuple(int(d) for d in shape)
+    parts = [p for p in str(shape).replace("x", ",").replace(" ", "").strip("()[]").split(",") if p]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--input-shape {shape!r} is not a shape; give positive sizes separated by commas, "
+                        "e.g. 3,224,224")
+    return tuple(int(p) for p in parts)
 
 
 def _is_torch(path: Path) -> bool:

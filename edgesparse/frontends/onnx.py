@@ -191,19 +191,31 @@ def _optimized(fixed, path):
 # ----------------------------------------------------------------------------- translating
 
 
+# Operators that read axis 1 as channels, and operators a layout passes through unchanged.
+CHANNEL_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+                         "GlobalMaxPool", "BatchNormalization", "Resize", "Upsample", "Pad"})
+ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
+                             "HardSigmoid", "HardSwish", "Identity", "Dropout", "Elu"})
+
+
 def _input_layout(graph, name: str, rank: int) -> tuple[int, ...]:
-    """Channels-last Keras input for a channels-first file; as it is when the file already
-    starts by transposing a channels-last input to channels-first (tf2onnx exports)."""
+    """Channels-last Keras input when the file reads its input as channels-first (a convolution
+    or pool sees it, maybe after element-wise normalisation); otherwise the file's own layout
+    (tf2onnx files start by transposing or reshaping a channels-last input)."""
     from edgesparse.frontends.onnx_ops import channels_last, identity
 
     if rank < 3:
         return identity(rank)
-    to_first = [0, rank - 1, *range(1, rank - 1)]
-    users = [n for n in graph.node if name in n.input]
-    if users and all(n.op_type == "Transpose" and
-                     [a.ints for a in n.attribute if a.name == "perm"] == [to_first] for n in users):
-        return identity(rank)
-    return channels_last(rank)
+    frontier, seen = {name}, set()
+    for _ in range(8):
+        users = [n for n in graph.node if set(n.input) & frontier and n.name not in seen]
+        if any(n.op_type in CHANNEL_OPS for n in users):
+            return channels_last(rank)
+        seen |= {n.name for n in users}
+        frontier = {o for n in users if n.op_type in ELEMENTWISE_OPS for o in n.output}
+        if not frontier:
+            break
+    return identity(rank)
 
 
 def translate(optimized, shape: tuple[int, ...], path, opset: int):
