@@ -334,13 +334,22 @@ def test_third_party_classifier_imports_prunes_and_builds(tmp_path, module, rela
     from edgesparse.graph.stats import count_macs
 
     pruned = tmp_path / "pruned.keras"
-    assert cli(["prune", str(path), "--macs", "0.5", "--out", str(pruned)]) == 0
+    # No data: the refit would only fit synthetic inputs, so skip it (and keep the test short).
+    assert cli(["prune", str(path), "--macs", "0.5", "--no-reconstruct", "--out", str(pruned)]) == 0
     small = keras.models.load_model(pruned, compile=False)
     assert count_macs(small) * 2 <= count_macs(model) * 1.001
 
     recipe = tmp_path / "rpi4.yaml"
-    recipe.write_text(PLAIN_RPI4)
+    recipe.write_text(PLAIN_RPI4.replace("[int8, fp32]", "[fp32]"))    # int8 is covered above
     out = tmp_path / "out"
     assert cli(["build", str(pruned), "--target", "rpi4", "--recipe", str(recipe), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert {a["format"] for a in report["artifacts"]} == {"tflite", "onnx"}
+
+
+def test_docs_list_every_supported_operator():
+    from edgesparse.frontends.onnx_ops import OPS
+
+    table = [line for line in (ROOT / "docs" / "onnx.md").read_text().splitlines() if line.startswith("| `")]
+    listed = {op.strip(" `") for line in table for op in line.split("|")[1].split(",")}
+    assert listed == set(OPS)

@@ -316,7 +316,7 @@ def _same_memory_order(perm: tuple[int, ...], onnx_shape: tuple[int, ...]) -> bo
 
 Handler = Callable[[Translator, list], list]
 OPS: dict[str, Handler] = {}
-# What each operator becomes, for docs/onnx.md (docs/gen_onnx_ops.py reads it).
+# What each operator becomes: the table in docs/onnx.md (a test keeps the two in step).
 OP_NOTES: dict[str, str] = {}
 
 
