@@ -54,6 +54,7 @@ class BuildOptions:
     token_file: Path | None = None          # the agents' bearer token
     profile_local: bool = False             # also measure the artifacts on this machine
     unsafe_load: bool = False               # --unsafe-load: model files may run their code (docs/security.md)
+    input_shape: str | tuple[int, ...] | None = None   # ONNX files with dynamic dims: per-sample shape
 
     @classmethod
     def of(cls, options: "BuildOptions | Mapping[str, Any] | None") -> "BuildOptions":
@@ -69,7 +70,8 @@ class BuildOptions:
                    profile_agents=tuple(options.get("profile_agents") or ()),
                    token_file=None if token is None else Path(token),
                    profile_local=bool(options.get("profile_local")),
-                   unsafe_load=bool(options.get("unsafe_load")))
+                   unsafe_load=bool(options.get("unsafe_load")),
+                   input_shape=options.get("input_shape"))
 
 
 @dataclass
@@ -134,7 +136,7 @@ def plan_build(model: str | Path, target: str | Path | Target = "rpi4", data: st
 
 
 def _plan_build(model, target, data, recipe, out, progress, instruments, options) -> BuildPlan:
-    from edgesparse.frontends.keras import load_model
+    from edgesparse.frontends import load_model
     from edgesparse.graph.functional import clone_with_weights
 
     started = time.perf_counter()
@@ -146,7 +148,7 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     opts = BuildOptions.of(options)
     check_agents(list(opts.profile_agents), opts.token_file)
 
-    keras_model, source = load_model(model_path)
+    keras_model, source = load_model(model_path, input_shape=opts.input_shape)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
     dataset = load_data(data, input_shape, num_classes, seed=recipe_obj.spec.seed)
@@ -229,7 +231,7 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
           options: BuildOptions | Mapping[str, Any] | None = None) -> BuildResult:
     """Compress `model` for `target` and write verified artifacts and a report into `out`.
 
-    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, or a SavedModel folder.
+    model:   a tf_keras or Keras 3 `.keras`, an `.h5`, a SavedModel folder, or an `.onnx` file.
     target:  a built-in target name (rpi4, android-nnapi, coral) or a target YAML path.
     data:    an `.npz` (x_train/y_train[/x_val/y_val] or x/y) or a folder of class folders;
              None means synthetic calibration inputs and no accuracy figures.

@@ -33,7 +33,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 @app.command()
 def build(
-    model: Path = typer.Argument(..., help="A tf_keras or Keras 3 .keras file, an .h5 file, or a SavedModel folder."),
+    model: Path = typer.Argument(..., help="A tf_keras or Keras 3 .keras file, an .h5 file, a SavedModel folder, or an .onnx file."),
     target: str = typer.Option("rpi4", "--target", "-t", help="rpi4, android-nnapi, coral, or a target YAML path."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz (x_train/y_train[/x_val/y_val] or x/y) or a folder of class sub-folders."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="A recipe YAML replacing the target's default recipe."),
@@ -44,6 +44,7 @@ def build(
     control_from_scratch: bool = typer.Option(False, "--control-from-scratch", help="Also train the compressed architecture from scratch, for comparison."),
     json_out: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
     unsafe_load: bool = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="ONNX files with dynamic dimensions: the per-sample input shape in the file's layout, e.g. 3,224,224."),
 ):
     """Run the pass pipeline and write verified artifacts plus report.md, report.html and report.json."""
     from edgesparse.build_api import build as run_build
@@ -54,7 +55,7 @@ def build(
                            options={"profile_agents": profile or [], "token_file": token_file,
                                     "profile_local": profile_local,
                                     "control_from_scratch": control_from_scratch,
-                                    "unsafe_load": unsafe_load})
+                                    "unsafe_load": unsafe_load, "input_shape": input_shape})
     _render_build(result, console)
     if json_out:
         sys.stdout.write(json.dumps(result.report, indent=2, default=str) + "\n")

@@ -20,7 +20,7 @@ from edgesparse.cli._options import ConfigOption, command, config_parameter, con
 from edgesparse.errors import UserError, describe_validation_error
 from edgesparse.passes.prune.pass_ import PruneConfig
 
-MODEL_HELP = "A Keras model file (.keras, .h5) or SavedModel folder."
+MODEL_HELP = "A Keras model file (.keras, .h5), a SavedModel folder, or an ONNX file."
 
 
 def register(app: typer.Typer) -> None:
@@ -28,10 +28,10 @@ def register(app: typer.Typer) -> None:
     app.command("prune")(command(prune, PRUNE_OPTIONS))
 
 
-def _load(model_path: Path, unsafe: bool):
-    from edgesparse.frontends.keras import load_model
+def _load(model_path: Path, unsafe: bool, input_shape: Optional[str] = None):
+    from edgesparse.frontends import load_model
 
-    model, _ = load_model(model_path, unsafe=unsafe)
+    model, _ = load_model(model_path, input_shape=input_shape, unsafe=unsafe)
     return model
 
 
@@ -67,7 +67,7 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: boo
 
 
 def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optional[Path], unsafe_load: bool,
-          **settings):
+          input_shape: Optional[str], **settings):
     """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
     from edgesparse.console import RichProgress, console, table
     from edgesparse.data import load_data
@@ -82,7 +82,7 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     if target is not None:
         from edgesparse.targets import load_target
         tgt = load_target(target)
-    m = _load(model, unsafe_load)
+    m = _load(model, unsafe_load, input_shape)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
     if settings["finetune_epochs"] is None:
         settings["finetune_epochs"] = 3 if dataset.labelled else 0
@@ -122,6 +122,7 @@ PRUNE_OPTIONS = [
         "sensitivity")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras).")),
     parameter("unsafe_load", bool, UNSAFE_OPTION),
+    parameter("input_shape", Optional[str], typer.Option(None, "--input-shape", help="ONNX files with dynamic dimensions: the per-sample input shape in the file's layout, e.g. 3,224,224.")),
 ]
 
 

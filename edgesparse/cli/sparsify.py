@@ -45,7 +45,7 @@ def load_model(path: Path, unsafe: bool = False):
     """The importer (it translates Keras 3 files, and runs no code from the file unless `unsafe`)."""
     if not path.exists():
         raise UserError(f"model {path} does not exist")
-    from edgesparse.frontends.keras import load_model as import_model
+    from edgesparse.frontends import load_model as import_model
 
     return import_model(path, unsafe=unsafe)
 

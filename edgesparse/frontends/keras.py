@@ -33,7 +33,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 # Formats people reasonably try; the error names what the file is, so the fix is obvious.
 OTHER_FORMATS = {
-    ".onnx": "an ONNX model (edgesparse produces ONNX; it does not read it)",
+    ".onnx": "an ONNX model (load it with edgesparse.frontends.load_model, which reads ONNX)",
     ".tflite": "a TFLite model (edgesparse produces TFLite; it does not read it)",
     ".pt": "a PyTorch model", ".pth": "a PyTorch model", ".ckpt": "a checkpoint",
     ".pb": "a frozen TensorFlow graph", ".mlmodel": "a Core ML model",

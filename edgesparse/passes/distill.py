@@ -58,7 +58,7 @@ class DistillPass(Pass):
         if not plan.data.real:
             problems.append("distillation needs real inputs; pass --data (labels are optional)")
         if self.config.teacher:   # load it now: a wrong teacher must fail before any training
-            from edgesparse.frontends.keras import load_model
+            from edgesparse.frontends import load_model
 
             teacher = load_model(self.config.teacher)[0]
             t_in, t_out = tuple(teacher.input_shape[1:]), int(teacher.output_shape[-1])
@@ -106,7 +106,7 @@ class DistillPass(Pass):
 
     def _teacher(self, state: ModelState):
         if self.config.teacher:
-            from edgesparse.frontends.keras import load_model
+            from edgesparse.frontends import load_model
 
             return load_model(self.config.teacher)[0]
         if state.reference is None:
