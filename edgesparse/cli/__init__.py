@@ -120,7 +120,7 @@ def _register_subcommands() -> None:
     import importlib
 
     for module in ("edgesparse.cli.prune", "edgesparse.cli.sparsify",
-                   "edgesparse.cli.profile", "edgesparse.cli.release"):
+                   "edgesparse.cli.profile", "edgesparse.cli.release", "edgesparse.cli.tune"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -49,9 +49,9 @@ def config_problems(c: PruneConfig) -> list[str]:
 
     problems = []
     given = [k for k in ("ratio", "macs", "params") if getattr(c, k) is not None]
-    if len(given) != 1:
-        problems.append("give exactly one budget: ratio (channels removed), macs or params (fraction kept); "
-                        f"got {', '.join(given) or 'none'}")
+    if len(given) > 1 or (not given and not c.per_group):
+        problems.append("give exactly one budget: ratio (channels removed), macs or params (fraction kept), "
+                        f"or per_group widths alone; got {', '.join(given) or 'none'}")
     if c.ratio is not None and not (0 <= c.ratio < 1 and math.isfinite(c.ratio)):
         problems.append(f"ratio {c.ratio} is outside [0, 1); it is the fraction of channels removed, e.g. 0.5")
     for k in ("macs", "params"):
@@ -101,10 +101,16 @@ class PrunePass(Pass):
 
     def scaled(self, strength: float) -> "PrunePass | None":
         """A gentler prune for the accuracy-budget back-off: `strength` of the configured
-        reduction (ratio x strength; for macs/params, 1 - (1 - kept) x strength)."""
+        reduction (ratio x strength; for macs/params and per-group keep fractions,
+        1 - (1 - kept) x strength)."""
         c = self.config
         if not 0 < strength < 1:
             return None
+        if c.per_group:
+            gentler = {k: 1 - (1 - v) * strength for k, v in c.per_group.items()}
+            c = c.model_copy(update={"per_group": gentler})
+            if c.ratio is None and c.macs is None and c.params is None:
+                return PrunePass(c)
         if c.ratio is not None:
             return PrunePass(c.model_copy(update={"ratio": c.ratio * strength}))
         kind = "macs" if c.macs is not None else "params"
@@ -129,10 +135,11 @@ class PrunePass(Pass):
         if needs_labels(c) and not labelled:
             raise UserError("prune: this configuration needs labelled data (taylor criterion or fine-tuning); "
                             "pass --data with labels")
-        kind = next(k for k in ("ratio", "macs", "params") if getattr(c, k) is not None)
+        # per_group alone pins the groups it names and leaves the others whole (ratio 0).
+        kind = next((k for k in ("ratio", "macs", "params") if getattr(c, k) is not None), "ratio")
         round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)   # `edgesparse prune` may have no target
         settings = Settings(
-            budget=Budget(kind, float(getattr(c, kind))), criterion=c.criterion, allocation=c.allocation,
+            budget=Budget(kind, float(getattr(c, kind) or 0.0)), criterion=c.criterion, allocation=c.allocation,
             min_channels=c.min_channels, round_to=round_to, reconstruct=c.reconstruct, steps=c.steps,
             finetune_epochs=c.finetune_epochs, finetune_lr=c.finetune_lr, batch_size=c.batch_size,
             sensitivity=c.sensitivity, sensitivity_ratios=tuple(c.sensitivity_ratios), seed=c.seed + ctx.seed,

@@ -1,0 +1,232 @@
+"""Running a tune: set-up from files, the coordinator, a worker joining a shared study, the result.
+
+A study remembers how it was set up (model, data and target paths, their hashes, the settings),
+so `edgesparse tune worker --storage URL --study NAME` on another machine needs nothing else: it
+loads the same files (from the same paths, or from --model/--data given there) and refuses
+files whose hashes differ.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edgesparse.errors import UserError
+from edgesparse.files import sha256_file
+from edgesparse.search import study as studies
+from edgesparse.search import tune as search
+from edgesparse.search.space import build_space
+from edgesparse.search.trials import Base, full_recipe, proxy_recipe
+
+TUNE_SCHEMA = "edgesparse.tune/1"
+
+
+def _precisions(target) -> list[str]:
+    """What the search may choose: int8 always; fp32 too where the target runs float."""
+    if target.name == "coral" or list(getattr(target.constraints, "int8_io", [])) in (["int8"], ["uint8"]):
+        return ["int8"]
+    return ["int8", "fp32"]
+
+
+def _default_keep(recipe) -> float | None:
+    for p in recipe.passes:
+        if p.name == "prune":
+            c = p.config
+            if c.ratio is not None:
+                return round(1 - c.ratio, 4)
+            if c.macs is not None:       # MACs of a conv chain scale with keep^2
+                return round(float(c.macs) ** 0.5, 4)
+    return None
+
+
+def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[str],
+            token_file: Path | None, local: bool, max_accuracy_drop: float | None = None) -> Base:
+    """Load and check everything once: one build plan per fidelity, the space, the reference."""
+    import tempfile
+
+    import yaml
+
+    from edgesparse.build_api import plan_build
+    from edgesparse.train.metrics import accuracy
+    from edgesparse.recipe import recipe_for
+    from edgesparse.targets import load_target
+
+    target = load_target(target_name)
+    default = recipe_for(target, None)
+    if data is None:
+        raise UserError("edgesparse tune needs --data with labels: accuracy is one of its objectives")
+    scratch = Path(tempfile.mkdtemp(prefix="edgesparse-tune-"))
+    first = plan_build(model, target, data, out=scratch / "probe",
+                       options={"profile_agents": list(agents), "token_file": token_file})
+    if not first.data.labelled or first.data.x_val is None:
+        raise UserError(f"{data} has no labels: tune measures accuracy, so it needs x/y labels")
+    space = build_space(first.pristine, sha256_file(model), _precisions(target),
+                        round_to=int(target.simd_width or 1))
+    if not space.groups:
+        raise UserError(f"{model}: no layer group can be pruned, so there is nothing to tune "
+                        "(see docs/pruning.md on what blocks a group)")
+    reference = round(accuracy(first.pristine, first.data.x_val, first.data.y_val), 3)
+    recipes = {"proxy": proxy_recipe(default, space),
+               "full": full_recipe(default, space.uniform(1.0), space, max_accuracy_drop)}
+    plans = {}
+    for fidelity, recipe in recipes.items():
+        path = scratch / f"{fidelity}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        plans[fidelity] = plan_build(model, target, data, recipe=path, out=scratch / fidelity)
+    return Base(plans=plans, target=target, default_recipe=default, space=space,
+                reference_accuracy=reference, recipes=recipes, agents=list(agents),
+                token_file=token_file, local=local)
+
+
+def identity(base: Base, settings: search.TuneSettings, data: Path | None) -> dict[str, Any]:
+    return {"space": base.space.fingerprint(), "target": base.target.name,
+            "data": sha256_file(data) if data is not None and Path(data).is_file() else str(data),
+            "constraints": settings.constraints(), "objectives": list(studies.OBJECTIVES),
+            "sampler": settings.sampler}
+
+
+def setup_attrs(model: Path, target: str, data: Path | None, settings: search.TuneSettings) -> dict[str, Any]:
+    return {"model": str(Path(model).resolve()), "target": target,
+            "data": None if data is None else str(Path(data).resolve()), "settings": asdict(settings)}
+
+
+def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
+             data: Path | None, setup: dict[str, Any] | None = None):
+    study = studies.open_study(storage, name, identity(base, settings, data),
+                               sampler=search.make_sampler(settings))
+    if setup is not None and "setup" not in study.user_attrs:
+        study.set_user_attr("setup", setup)
+    return study
+
+
+def coordinate(base: Base, settings: search.TuneSettings, storage: str, name: str, model: Path,
+               data: Path | None, progress=None) -> Any:
+    """Create or resume the study, enqueue the baselines, and work until the budget is spent."""
+    study = open_for(base, settings, storage, name, data, setup_attrs(model, base.target.name, data, settings))
+    study.set_user_attr("budget", settings.trials)
+    search.enqueue_baselines(study, search.baseline_points(base.space, _default_keep(base.default_recipe)))
+    task = progress.task("tune: proxy trials", total=settings.trials) if progress else None
+    if task:
+        task.advance(search.finished(study))
+
+    def tick(number, row):
+        if task:
+            task.update(description=f"tune: trial {number}: {row['accuracy']}% "
+                                    f"{row['latency_ms']:.3f} ms {row['bytes']} B")
+            task.advance(1)
+
+    search.work(study, base, settings, settings.trials, on_trial=tick)
+    if task:
+        task.close()
+    return study
+
+
+def join(storage: str, name: str, model: Path | None, data: Path | None, *, agents: list[str],
+         token_file: Path | None, local: bool, progress=None) -> dict[str, Any]:
+    """`edgesparse tune worker`: work on an existing study until its budget is spent."""
+    optuna = studies.import_optuna()
+    storage = studies.storage_url(storage, Path("."))
+    rdb = studies.open_storage(storage)
+    try:
+        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(rdb)}
+    except Exception as exc:
+        raise UserError(f"cannot read studies from {studies.redact(storage)}: {str(exc).splitlines()[0][:200]}") from None
+    if name not in summaries:
+        known = ", ".join(sorted(summaries)[:5]) or "none"
+        raise UserError(f"no study {name!r} in {studies.redact(storage)} (studies there: {known}); "
+                        "start it with `edgesparse tune MODEL --storage URL --study NAME` first")
+    attrs = summaries[name].user_attrs
+    setup = attrs.get("setup")
+    if not setup:
+        raise UserError(f"study {name!r} was not started by edgesparse tune (it has no set-up record)")
+    settings = search.TuneSettings(**setup["settings"])
+    model = Path(model or setup["model"])
+    data = Path(data or setup["data"]) if (data or setup["data"]) else None
+    for label, path in (("model", model), ("data", data)):
+        if path is not None and not path.exists():
+            raise UserError(f"the study's {label} {path} is not on this machine; give --{label} PATH "
+                            "with the same file")
+    base = prepare(model, setup["target"], data, agents=agents, token_file=token_file, local=local,
+                   max_accuracy_drop=settings.max_accuracy_drop)
+    study = open_for(base, settings, storage, name, data)    # refuses files with other hashes
+    budget = int(attrs.get("budget", settings.trials))
+    started = time.monotonic()
+    done = search.work(study, base, settings, budget)
+    return {"study": name, "completed_here": done, "seconds": round(time.monotonic() - started, 1),
+            "completed_in_study": search.finished(study)}
+
+
+def result_report(base: Base, settings: search.TuneSettings, study, storage: str, name: str,
+                  refined: list[dict[str, Any]], picked: dict[str, Any] | None, pick_rule: str | None,
+                  seconds: float) -> dict[str, Any]:
+    rows = search.trial_rows(study)
+    proxy_front = search.pareto(rows)
+    full_front = search.pareto(refined)
+    baselines = [r for r in rows if r.get("baseline")]
+    return {
+        "schema": TUNE_SCHEMA,
+        "study": name, "storage": studies.redact(storage),
+        "model": base.name, "target": base.target.name,
+        "reference_accuracy": base.reference_accuracy,
+        "latency_source": rows[0]["latency_source"] if rows else None,
+        "settings": asdict(settings),
+        "space": {"groups": base.space.group_sizes, "precisions": list(base.space.precisions) or
+                  [base.space.default_precision], "fingerprint": base.space.fingerprint()},
+        "trials": rows, "baselines": baselines,
+        "proxy_front": proxy_front, "full_front": full_front, "refined": refined,
+        "feasible_trials": sum(1 for r in rows if r["feasible"]),
+        "closest_if_infeasible": [] if any(r["feasible"] for r in rows) else search.closest_to_feasible(rows),
+        "picked": picked, "pick_rule": pick_rule, "seconds": round(seconds, 1),
+    }
+
+
+def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str | None,
+        study_name: str | None, settings: search.TuneSettings, agents: list[str],
+        token_file: Path | None, local: bool, pick_rule: str | None, refine: bool = True,
+        progress=None) -> dict[str, Any]:
+    """The whole `edgesparse tune`: search, refine the front, pick, write the reports into `out`
+    (atomically: a failure leaves nothing there)."""
+    import yaml
+
+    from edgesparse.outdir import check_writable, staged_output
+    from edgesparse.report.tune import write_tune_reports
+
+    if pick_rule is not None and pick_rule not in search.PICK_RULES:
+        raise UserError(f"--pick {pick_rule!r}: choose one of {', '.join(search.PICK_RULES)}")
+    if settings.trials < 1:
+        raise UserError("--trials must be at least 1")
+    check_writable(out)
+    started = time.monotonic()
+    url = studies.storage_url(storage, out)
+    name = study_name or f"{Path(model).stem}-{target}"
+    base = prepare(Path(model), target, data, agents=agents, token_file=token_file, local=local,
+                   max_accuracy_drop=settings.max_accuracy_drop)
+    study = coordinate(base, settings, url, name, Path(model), data, progress)
+    with staged_output(out) as workdir:
+        rows = search.trial_rows(study)
+        front = search.pareto(rows)
+        refined = []
+        if refine and front:
+            task = progress.task("tune: fine-tuning the Pareto set", total=len(front)) if progress else None
+            refined = search.refine(base, front, settings, workdir / "trials",
+                                    on_point=(lambda n, r: task.advance(1)) if task else None)
+            if task:
+                task.close()
+        candidates = refined if refined else front
+        picked = search.pick(candidates, pick_rule, base.reference_accuracy,
+                             settings.max_accuracy_drop) if pick_rule else None
+        if pick_rule and picked is not None:
+            recipe = _recipe_of(base, picked, settings.max_accuracy_drop)
+            (workdir / "picked-recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        report = result_report(base, settings, study, url, name, refined, picked, pick_rule,
+                               time.monotonic() - started)
+        write_tune_reports(report, workdir)
+    if pick_rule and picked is None:
+        raise UserError(f"--pick {pick_rule}: no trial meets the accuracy budget of "
+                        f"{settings.max_accuracy_drop} points; the report in {out} shows the closest")
+    return report
+
+
+def _recipe_of(base: Base, row: dict[str, Any], max_accuracy_drop: float | None) -> dict[str, Any]:
+    return full_recipe(base.default_recipe, row["params"], base.space, max_accuracy_drop)

@@ -1,0 +1,107 @@
+"""Where a search keeps its trials: an Optuna study in SQLite (one machine, no server) or
+PostgreSQL (several machines share one study).
+
+- A storage URL's password is never printed or written: `redact(url)` is what errors and reports
+  show.
+- The study remembers what it searches (the space's fingerprint, the objectives, the
+  constraints); opening it again with another model or space is refused with both named, so two
+  searches never mix. Opening it again with the same ones resumes it (`load_if_exists`).
+- SQLite is for one coordinator: many writers on one file lock it (DESIGN trap 15).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from edgesparse.errors import UserError
+
+OBJECTIVES = ("accuracy", "latency_ms", "bytes")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable storage URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def storage_url(storage: str | None, out: Path) -> str:
+    """An SQLAlchemy URL for Optuna. Default: a SQLite file in the output folder's parent
+    (the output folder itself is written atomically at the end)."""
+    if storage is None:
+        return f"sqlite:///{(out.parent / (out.name + '.study.db')).resolve()}"
+    if storage.startswith("postgresql://") or storage.startswith("postgres://"):
+        return "postgresql+psycopg2://" + storage.split("://", 1)[1]
+    if re.match(r"^(sqlite|postgresql\+\w+|mysql(\+\w+)?)://", storage):
+        return storage
+    if "://" not in storage:                      # a plain file path: SQLite
+        return f"sqlite:///{Path(storage).resolve()}"
+    raise UserError(f"storage {redact(storage)}: unsupported scheme; give a SQLite file path, "
+                    "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB")
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage, or one clear line saying why it cannot be reached."""
+    optuna = import_optuna()
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as exc:   # sqlalchemy/psycopg2 errors carry the URL: never echo them raw
+        reason = _first_line(exc, url)
+        raise UserError(f"cannot open the study storage {redact(url)}: {reason}; check the URL, "
+                        "that the server runs and accepts this user") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {"connect_args": {"timeout": 60}}      # SQLite: wait for the file lock, do not fail
+
+
+def _first_line(exc: Exception, url: str) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    parts = urlsplit(url)
+    if parts.password:
+        text = text.replace(parts.password, "***")
+    return text[:200]
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise UserError("edgesparse tune needs Optuna: pip install \"edgesparse[search]\"") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(storage_url_: str, name: str, identity: dict[str, Any], sampler=None):
+    """Create or resume the study `name`; refuse one that searches something else.
+
+    `identity` is what must match for two runs to share a study: the space fingerprint, the
+    target, the constraints and the objectives. It is stored in the study's user attributes.
+    """
+    optuna = import_optuna()
+    storage = open_storage(storage_url_)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=list(DIRECTIONS),
+                                    sampler=sampler, load_if_exists=True)
+    except ValueError as exc:   # an existing study with other directions
+        raise UserError(f"study {name!r} in {redact(storage_url_)} exists with other objectives "
+                        f"({exc}); choose another --study") from None
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", identity)
+    elif stored != identity:
+        differ = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        raise UserError(f"study {name!r} in {redact(storage_url_)} was started for another search "
+                        f"(differs in: {', '.join(differ)}); use the same model, target, data and "
+                        "constraints to resume it, or choose another --study")
+    return study

@@ -1,0 +1,196 @@
+"""One trial of a search: a point of the space -> a compressed artifact -> measured objectives.
+
+Two fidelities, both real pipelines on the real runtimes:
+
+- `proxy` (cheap, every trial): prune to the point's per-group widths with least-squares
+  reconstruction and no fine-tune, quantize at the point's precision, export TFLite, verify in
+  LiteRT. Seconds per trial on small models.
+- `full` (the Pareto set only): the target's default recipe with its prune budget replaced by
+  the point's per-group widths, so fine-tuning, distillation and every export run as a build
+  would. The recipe of a full trial is what `--pick` writes, and `edgesparse build --recipe` of
+  it reproduces the trial.
+
+Latency comes from, in order of preference: the agents given (measured on the device), this
+machine (`local`: measured, but on the build host, and labelled so), else the target's roofline
+estimate (labelled "estimated"). A trial records where its latency came from.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesparse.search.space import SearchSpace, per_group
+
+PROFILE_PARAMS = {"runs": 30, "warmup": 5, "min_seconds": 0.3, "seed": 0}
+
+
+@dataclass
+class TrialResult:
+    accuracy: float | None          # % in the artifact's runtime
+    latency_ms: float
+    latency_source: str             # "agent <url>", "local (build host)", "estimated (roofline)"
+    bytes: int
+    macs: int | None
+    params: int | None
+    keras_accuracy: float | None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    widths: dict[str, int] = field(default_factory=dict)   # producer -> kept channels
+
+    def values(self) -> list[float]:
+        return [self.accuracy if self.accuracy is not None else 0.0, self.latency_ms, float(self.bytes)]
+
+
+@dataclass
+class Base:
+    """What every trial starts from, loaded once per worker: one checked build plan per fidelity,
+    run again and again with the point's per-group widths and precision as overrides."""
+
+    plans: dict[str, Any]           # fidelity -> edgesparse.build_api.BuildPlan
+    target: Any
+    default_recipe: Any             # the target's default recipe (edgesparse.recipe.Recipe)
+    space: SearchSpace
+    reference_accuracy: float | None   # Keras validation accuracy of the imported model
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)   # fidelity -> recipe dict
+    agents: list[str] = field(default_factory=list)
+    token_file: Path | None = None
+    local: bool = False
+    _fleet: "Fleet | None" = None
+
+    @property
+    def name(self) -> str:
+        return self.plans["proxy"].name
+
+    def fleet(self) -> "Fleet":
+        if self._fleet is None:
+            from edgesparse.profile.token import read_token
+
+            self._fleet = Fleet(self.agents, read_token(self.token_file))
+        return self._fleet
+
+
+def proxy_recipe(default_recipe, space: SearchSpace) -> dict[str, Any]:
+    """Prune (widths come per trial), quantize, export TFLite, verify: no training at all."""
+    return {"name": "tune-proxy", "seed": default_recipe.spec.seed, "max_accuracy_drop": None,
+            "passes": [
+                {"pass": "prune", "per_group": per_group(space.uniform(1.0)), "reconstruct": True,
+                 "finetune_epochs": 0},
+                {"pass": "quantize", "precisions": [space.default_precision]},
+                {"pass": "export", "formats": ["tflite"]},
+                {"pass": "verify"}]}
+
+
+def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
+                max_accuracy_drop: float | None) -> dict[str, Any]:
+    """The target's default recipe with the point's widths and precision in place of its own
+    budget: what `--pick` writes and `edgesparse build --recipe` runs."""
+    spec = default_recipe.to_dict()
+    passes, has_prune = [], False
+    for entry in spec["passes"]:
+        entry = copy.deepcopy(entry)
+        if entry["pass"] == "prune":
+            has_prune = True
+            for k in ("ratio", "macs", "params"):
+                entry.pop(k, None)
+            entry["per_group"] = per_group(point)
+            entry["steps"] = 1          # the widths are the plan: no gradual path to them
+        elif entry["pass"] == "quantize":
+            entry["precisions"] = [space.precision_of(point)]
+        passes.append({k: v for k, v in entry.items() if v is not None})
+    if not has_prune:
+        passes.insert(0, {"pass": "prune", "per_group": per_group(point)})
+    recipe = {"name": f"{spec['name']}-tuned", "seed": spec["seed"], "passes": passes}
+    if max_accuracy_drop is not None:
+        recipe["max_accuracy_drop"] = max_accuracy_drop
+    return recipe
+
+
+def overrides(base: Base, point: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"prune": {"per_group": per_group(point)},
+            "quantize": {"precisions": [base.space.precision_of(point)]}}
+
+
+def run_trial(base: Base, point: dict[str, Any], fidelity: str = "proxy",
+              keep_dir: Path | None = None) -> TrialResult:
+    """Build the point's artifact at `fidelity` and measure it. Raises UserError on bad points."""
+    from edgesparse.build_api import run_plan
+
+    folder = Path(tempfile.mkdtemp(prefix="edgesparse-trial-")) if keep_dir is None else keep_dir
+    try:
+        attempt = run_plan(base.plans[fidelity], overrides=overrides(base, point), folder=folder)
+        state = attempt.state
+        from edgesparse.search.backoff import primary_artifact
+
+        artifact = primary_artifact(state, base.target)
+        latency, source = measure_latency(base, artifact, attempt.macs)
+        final = {k: v for r in attempt.records for k, v in r.metrics.items()}
+        recipe = (full_recipe(base.default_recipe, point, base.space, None) if fidelity == "full"
+                  else base.recipes.get(fidelity, {}))
+        return TrialResult(accuracy=attempt.accuracy, latency_ms=latency, latency_source=source,
+                           bytes=int(attempt.bytes or 0), macs=attempt.macs, params=attempt.params,
+                           keras_accuracy=final.get("accuracy"), recipe=recipe,
+                           widths=_widths(state.facts.get("prune", {})))
+    finally:
+        if keep_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _widths(prune_facts: Any) -> dict[str, int]:
+    """Kept channels per producer, from prune's facts ({producer: [before, after]})."""
+    channels = (prune_facts.get("channels") if isinstance(prune_facts, dict)
+                else getattr(prune_facts, "channels", None)) or {}
+    return {p: int(v[1]) for p, v in channels.items()}
+
+
+class Fleet:
+    """The devices of a search. A measurement leases ONE free device: each agent runs one job at a
+    time and answers 409 while busy, so a busy agent is skipped and the next one tried; when all
+    are busy the worker waits the shortest Retry-After and tries again. Workers start at
+    different agents (by process id), so two workers on two agents rarely collide."""
+
+    def __init__(self, agents: list[str], token: str | None, patience_s: float = 600.0):
+        self.agents, self.token, self.patience_s = list(agents), token, patience_s
+        self.start = os.getpid() % max(1, len(self.agents))
+
+    def profile(self, artifact: Path) -> dict[str, Any]:
+        from edgesparse.profile import client
+
+        deadline = time.monotonic() + self.patience_s
+        order = self.agents[self.start:] + self.agents[:self.start]
+        while True:
+            for url in order:
+                try:
+                    return client.profile_remote(url, self.token, artifact, busy_retries=0, **PROFILE_PARAMS)
+                except client.AgentError as exc:
+                    if exc.status != 409:
+                        raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"every agent stayed busy for {self.patience_s:.0f} s")
+            time.sleep(1.0)       # all busy: one profile takes about a second on small models
+
+
+def measure_latency(base: Base, artifact, macs: int | None) -> tuple[float, str]:
+    """p50 latency in ms of the artifact, and where the figure comes from."""
+    from edgesparse.profile.collect import collect_profiles
+
+    if base.agents:
+        result = base.fleet().profile(artifact.path)
+        return float(result["timing"]["p50_ms"]), f"agent {result['agent']}"
+    if base.local:
+        summary = collect_profiles(artifact.path, agents=[], local=True, params=PROFILE_PARAMS)
+        d = summary["devices"][0]
+        if not d["ok"]:
+            raise RuntimeError(d["error"]["message"])
+        return float(d["result"]["timing"]["p50_ms"]), "local (build host, not the target)"
+    from edgesparse.profile.estimate import roofline_estimate
+
+    est = roofline_estimate(int(macs or 0), artifact.path.stat().st_size,
+                            "int8" if artifact.precision == "int8" else
+                            ("fp16" if artifact.precision == "fp16" else "fp32"),
+                            base.target.hardware.model_dump(), threads=base.target.threads)
+    return float(est["latency_ms"]), "estimated (roofline)"

@@ -1,0 +1,268 @@
+"""`edgesparse tune`: a multi-objective search over per-layer compression, device in the loop.
+
+The coordinator and every worker run the same loop: reap expired leases, ask the study for a
+point, build and measure it (search/trials.py), tell the study. Objectives: accuracy in the
+artifact's runtime (maximise), latency p50 (minimise), artifact bytes (minimise). Constraints
+(`max_accuracy_drop`, `max_latency_ms`, `max_bytes`) go to NSGA-II as constraints, not
+penalties. Baselines are enqueued before anything is sampled: no compression, and uniform
+keep fractions like the default recipe's.
+
+After the proxy trials, the feasible Pareto set is rebuilt at full fidelity (fine-tune and
+distillation as the default recipe does them) and measured again; both fronts are reported.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgesparse.errors import UserError
+from edgesparse.search import leases
+from edgesparse.search.space import SearchSpace
+from edgesparse.search.trials import Base, TrialResult, run_trial
+
+UNIFORM_BASELINES = (0.75, 0.55)      # keep fractions enqueued besides the default recipe's
+PICK_RULES = ("fastest-within-budget", "most-accurate", "smallest-within-budget")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    trials: int = 60
+    seed: int = 0
+    sampler: str = "nsga2"                 # "nsga2" | "random" (the control)
+    max_accuracy_drop: float | None = 1.0  # points, against the imported model's Keras accuracy
+    max_latency_ms: float | None = None
+    max_bytes: int | None = None
+    lease_s: float = 120.0
+    population: int = 12
+
+    def constraints(self) -> dict[str, Any]:
+        return {"max_accuracy_drop": self.max_accuracy_drop, "max_latency_ms": self.max_latency_ms,
+                "max_bytes": self.max_bytes}
+
+
+def constraint_values(result: TrialResult, reference: float | None, s: TuneSettings) -> dict[str, float]:
+    """Optuna's convention: <= 0 is feasible. One value per constraint that is set."""
+    values = {}
+    if s.max_accuracy_drop is not None and reference is not None:
+        acc = result.accuracy if result.accuracy is not None else 0.0
+        values["max_accuracy_drop"] = (reference - acc) - s.max_accuracy_drop
+    if s.max_latency_ms is not None:
+        values["max_latency_ms"] = result.latency_ms - s.max_latency_ms
+    if s.max_bytes is not None:
+        values["max_bytes"] = float(result.bytes - s.max_bytes)
+    return values
+
+
+def make_sampler(settings: TuneSettings):
+    """NSGA-II reads the constraints each trial sets (`Trial.set_constraint`) when it ranks."""
+    import optuna
+
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    return optuna.samplers.NSGAIISampler(population_size=settings.population, seed=settings.seed)
+
+
+def baseline_points(space: SearchSpace, default_keep: float | None) -> list[dict[str, Any]]:
+    """No compression, then the uniform ratios: the default recipe's and a few gentler ones.
+    Keeps that round to the same widths are one baseline, not two."""
+    from edgesparse.search.space import KEEP_PREFIX, rounded
+
+    keeps = [1.0] + ([default_keep] if default_keep else []) + list(UNIFORM_BASELINES)
+    points, seen = [], set()
+    for k in keeps:
+        point = space.clip(space.uniform(k))
+        widths = tuple(rounded(v, space.group_sizes[n[len(KEEP_PREFIX):]], space.round_to)
+                       for n, v in sorted(point.items()) if n.startswith(KEEP_PREFIX))
+        if widths not in seen:
+            seen.add(widths)
+            points.append(point)
+    return points
+
+
+def enqueue_baselines(study, points: list[dict[str, Any]]) -> None:
+    """Enqueue each baseline once per study, even when several workers start together."""
+    if study.user_attrs.get("baselines_enqueued"):
+        return
+    study.set_user_attr("baselines_enqueued", True)
+    for i, p in enumerate(points):
+        study.enqueue_trial(p, user_attrs={"baseline": "none" if i == 0 else "uniform"},
+                            skip_if_exists=True)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _counted(study, budget: int, number: int) -> bool:
+    """Whether trial `number` is within the study's budget of `budget` trials.
+
+    Trials are counted in order of their numbers; failed trials do not count (their retry does).
+    Several workers may ask at once: the ones past the budget are told PRUNED ("over budget"),
+    never run, so the study ends with exactly `budget` completed trials."""
+    import optuna
+
+    alive = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    before = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < number]
+    return len(before) < budget
+
+
+def finished(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def work(study, base: Base, settings: TuneSettings, budget: int,
+         on_trial: Callable[[int, dict], None] | None = None, max_seconds: float | None = None) -> int:
+    """Ask-evaluate-tell until the study holds `budget` completed trials. Returns how many this
+    worker completed. A point that fails to build is told FAILED with the reason (a user error in
+    a point is not a crash of the search)."""
+    import optuna
+
+    me = worker_name()
+    done = 0
+    started = time.monotonic()
+    while True:
+        leases.reap_expired(study)
+        if finished(study) >= budget:
+            return done
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            return done
+        trial = study.ask()
+        point = base.space.sample(trial)
+        trial.set_user_attr("point", point)     # the rounded widths: what was built
+        retry = leases.RETRY_OF_KEY in trial.user_attrs
+        if not retry and not _counted(study, budget, trial.number):
+            trial.set_user_attr("over_budget", True)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            if not _running_or_waiting(study):
+                return done
+            time.sleep(0.5)         # others are finishing the last trials; reap if they die
+            continue
+        try:
+            with leases.held(study, trial, me, settings.lease_s):
+                result = run_trial(base, point, "proxy")
+        except UserError as exc:
+            trial.set_user_attr("failed_because", str(exc))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        record(trial, result, base, settings, me)
+        study.tell(trial, result.values())
+        done += 1
+        if on_trial:
+            on_trial(trial.number, {"point": point, **result_summary(result)})
+
+
+def _running_or_waiting(study) -> bool:
+    import optuna
+
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return bool(study.get_trials(deepcopy=False, states=states))
+
+
+def record(trial, result: TrialResult, base: Base, settings: TuneSettings, worker: str) -> None:
+    constraints = constraint_values(result, base.reference_accuracy, settings)
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr("constraints", list(constraints.values()))
+    trial.set_user_attr("result", result_summary(result))
+    trial.set_user_attr("worker", worker)
+
+
+def result_summary(r: TrialResult) -> dict[str, Any]:
+    return {"accuracy": r.accuracy, "latency_ms": round(r.latency_ms, 4),
+            "latency_source": r.latency_source, "bytes": r.bytes, "macs": r.macs,
+            "params": r.params, "keras_accuracy": r.keras_accuracy, "widths": r.widths}
+
+
+# ----------------------------------------------------------------------------- fronts
+
+
+def feasible(trial) -> bool:
+    return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
+
+
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Non-dominated rows (accuracy up, latency down, bytes down) among the feasible ones."""
+    pts = [r for r in rows if r.get("feasible", True) and r.get("accuracy") is not None]
+    front = []
+    for r in pts:
+        if not any(_dominates(o, r) for o in pts if o is not r):
+            front.append(r)
+    return sorted(front, key=lambda r: r["latency_ms"])
+
+
+def _dominates(a: dict, b: dict) -> bool:
+    ge = a["accuracy"] >= b["accuracy"] and a["latency_ms"] <= b["latency_ms"] and a["bytes"] <= b["bytes"]
+    gt = a["accuracy"] > b["accuracy"] or a["latency_ms"] < b["latency_ms"] or a["bytes"] < b["bytes"]
+    return ge and gt
+
+
+def hypervolume(rows: list[dict[str, Any]], ref: tuple[float, float], key: str = "macs") -> float:
+    """2-D hypervolume of (accuracy up, `key` down) above the reference (min accuracy, max key):
+    the area the front dominates. Used to compare samplers at an equal budget."""
+    pts = sorted(((r["accuracy"], r[key]) for r in rows
+                  if r.get("accuracy") is not None and r.get(key) is not None
+                  and r["accuracy"] > ref[0] and r[key] < ref[1]), key=lambda p: p[1])
+    area, best_acc = 0.0, ref[0]
+    for i, (acc, cost) in enumerate(pts):
+        best_acc = max(best_acc, acc)
+        nxt = pts[i + 1][1] if i + 1 < len(pts) else ref[1]
+        area += (best_acc - ref[0]) * (nxt - cost)
+    return float(area)
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    import optuna
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        r = dict(t.user_attrs.get("result", {}))
+        r.update(number=t.number, params=dict(t.user_attrs.get("point", t.params)), feasible=feasible(t),
+                 constraints=t.user_attrs.get("constraints", []),
+                 baseline=t.user_attrs.get("baseline"), worker=t.user_attrs.get("worker"))
+        rows.append(r)
+    return rows
+
+
+def pick(rows: list[dict[str, Any]], rule: str, reference: float | None,
+         max_drop: float | None) -> dict[str, Any] | None:
+    """The chosen point of a front under `rule`, or None when no row qualifies."""
+    ok = [r for r in rows if r.get("accuracy") is not None]
+    if rule in ("fastest-within-budget", "smallest-within-budget") and reference is not None \
+            and max_drop is not None:
+        ok = [r for r in ok if reference - r["accuracy"] <= max_drop + 1e-9]
+    if not ok:
+        return None
+    if rule == "fastest-within-budget":
+        return min(ok, key=lambda r: (r["latency_ms"], -r["accuracy"]))
+    if rule == "smallest-within-budget":
+        return min(ok, key=lambda r: (r["bytes"], -r["accuracy"]))
+    return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+
+
+def closest_to_feasible(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
+    """When nothing is feasible: the trials that violate the constraints least."""
+    return sorted(rows, key=lambda r: sum(max(0.0, c) for c in r.get("constraints", [])))[:n]
+
+
+def refine(base: Base, front: list[dict[str, Any]], settings: TuneSettings, workdir: Path,
+           on_point: Callable[[int, dict], None] | None = None) -> list[dict[str, Any]]:
+    """Rebuild each front point at full fidelity (fine-tune + distill), measured again."""
+    out = []
+    for row in front:
+        d = workdir / f"trial-{row['number']}"
+        result = run_trial(base, row["params"], "full", keep_dir=d)
+        r = {**result_summary(result), "number": row["number"], "params": row["params"],
+             "recipe": result.recipe, "proxy": {k: row.get(k) for k in ("accuracy", "latency_ms", "bytes", "macs")}}
+        r["constraints"] = list(constraint_values(result, base.reference_accuracy, settings).values())
+        r["feasible"] = all(c <= 0 for c in r["constraints"])
+        out.append(r)
+        if on_point:
+            on_point(row["number"], r)
+    return out
+
