@@ -25,7 +25,6 @@ every score is summed over the block.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,20 +42,7 @@ from edgesparse.train.masks import Masks
 from edgesparse.train.trainer import train
 
 DYNAMIC_METHODS = ("gmp", "set", "rigl")
-BLOCKS = {"block1x4": 4, "block1x16": 16}
-_BLOCK = re.compile(r"^\s*block1x(\d+)\s*$")
 GRADIENT_BATCH = 256        # samples in RigL's dense-gradient batch
-
-
-def block_size(pattern: str) -> int | None:
-    """4 for 'block1x4', 16 for 'block1x16', None for any other pattern."""
-    match = _BLOCK.match(pattern.lower())
-    if not match:
-        return None
-    if pattern.strip().lower() not in BLOCKS:
-        raise ValueError(f"pattern {pattern!r}: the runtime runs 1x4 (fp32) and 1x16 (int8) blocks; "
-                         "use 'block1x4' or 'block1x16'")
-    return BLOCKS[pattern.strip().lower()]
 
 
 @dataclass(frozen=True)
