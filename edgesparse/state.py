@@ -160,6 +160,7 @@ class ModelState:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     quant_plan: QuantPlan | None = None     # set by the quantize pass, followed by export
+    sparse_storage: bool = False            # set by sparsify with a block pattern: export stores weights sparse
     qat_trained: bool = False               # set by the qat pass: the model holds learned int8 ranges
     typed_facts: dict[type, Facts] = field(default_factory=dict, repr=False)
 

@@ -88,7 +88,8 @@ def test_pass_commands_take_their_options_from_the_pass_config():
                                     "min_channels", "steps", "finetune_epochs", "no_reconstruct",
                                     "sensitivity"}),
             ("sparsify", SparsifyConfig, {"sparsity", "pattern", "method", "criterion", "allocation",
-                                          "epochs", "calibration_samples", "sizes", "seed"})):
+                                          "epochs", "update_every", "drop_fraction", "end_fraction", "init",
+                                          "learning_rate", "calibration_samples", "sizes", "seed"})):
         params = _command_params(command)
         offered = {n for n in params if n in config.model_fields or n.removeprefix("no_") in config.model_fields}
         assert offered == wanted, command

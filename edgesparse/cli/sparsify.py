@@ -72,6 +72,7 @@ SPARSIFY_OPTIONS = [
     *(config_parameter(SparsifyConfig, f) for f in (
         ConfigOption("sparsity", short="-s"), ConfigOption("pattern", short="-p"),
         ConfigOption("method", short="-m"), "criterion", "allocation", "epochs",
+        "update_every", "drop_fraction", "end_fraction", "init", "learning_rate",
         "calibration_samples", "sizes", "seed")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output model (default <model>-sparse.keras here).")),
     parameter("json_out", bool, typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout.")),

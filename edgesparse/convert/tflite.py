@@ -35,10 +35,13 @@ def representative_samples(x_calib: np.ndarray, n: int, batch: int = 1) -> Itera
         yield [x[i:i + batch]]
 
 
-def to_tflite(model, precision: str, *, batch: int | None = 1, io: str = "float32",
+def to_tflite(model, precision: str, *, batch: int | None = 1, io: str = "float32", sparse: bool = False,
               x_calib: np.ndarray | None = None, calibration_samples: int = 200) -> bytes:
     """Convert `model` at `precision` ("fp32" | "fp16" | "dynamic" | "int8").
 
+    sparse: also store sparse weights in TFLite's sparse format (tf.lite.Optimize.EXPERIMENTAL_SPARSITY);
+    weights masked in 1x4 (fp32) / 1x16 (int8) blocks then run sparse in FULLY_CONNECTED, while other
+    sparse weights get a DENSIFY op (DESIGN trap 4).
     int8 is full-integer: every op int8 (TFLITE_BUILTINS_INT8), activation ranges from the first
     `calibration_samples` of `x_calib`, model inputs/outputs of dtype `io`.
     """
@@ -65,6 +68,8 @@ def to_tflite(model, precision: str, *, batch: int | None = 1, io: str = "float3
             raise UserError(f"unknown I/O dtype {io!r}; choose float32, int8 or uint8")
         converter.inference_input_type = dtypes[io]
         converter.inference_output_type = dtypes[io]
+    if sparse:
+        converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     with quiet() as said:
         try:
             return converter.convert()

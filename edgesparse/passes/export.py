@@ -109,7 +109,7 @@ class Export(Pass):
                 task.update(description=f"export {fmt} {precision}")
                 path = ctx.workdir / f"{state.name}-{precision}.{EXTENSIONS[fmt]}"
                 if fmt == "tflite":
-                    data = to_tflite(state.model, precision, batch=batch, io=io,
+                    data = to_tflite(state.model, precision, batch=batch, io=io, sparse=state.sparse_storage,
                                      x_calib=ctx.data.x_calib, calibration_samples=samples)
                     path.write_bytes(data)
                     tensors = read_tflite(path)

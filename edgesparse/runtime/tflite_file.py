@@ -41,10 +41,44 @@ class TensorInfo:
     nbytes: int                      # bytes of its buffer (parameters only)
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
+    sparsity: "SparseStorage | None" = None   # stored in TFLite's sparse format (CSR, maybe blocked)
 
     @property
     def dynamic(self) -> bool:
         return self.shape_signature is not None and any(d < 0 for d in self.shape_signature)
+
+
+@dataclass(frozen=True)
+class SparseStorage:
+    """How a constant tensor is stored sparse (the flatbuffer's SparsityParameters).
+
+    block_map names the tensor dimensions that are blocked and block_sizes their block lengths:
+    a Dense weight [out, in] stored in 1x4 blocks has block_map (1,), block_sizes (4,): four
+    consecutive *input* channels of one output unit, the Keras kernel's (in, out) rows.
+    """
+
+    block_map: tuple[int, ...]
+    block_sizes: tuple[int, ...]
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.block_map)
+
+    def describe(self) -> str:
+        if not self.blocked:
+            return "csr"
+        return "csr, " + "x".join(str(b) for b in self.block_sizes) + f" blocks on dim {self.block_map}"
+
+
+def _sparse_storage(t, rank: int) -> SparseStorage | None:
+    sp = t.Sparsity()
+    if sp is None:
+        return None
+    block_map = tuple(int(v) for v in sp.BlockMapAsNumpy()) if sp.BlockMapLength() else ()
+    # The traversal order lists the tensor's dims first, then one entry per blocked dim; the
+    # dense size of those trailing dim metadata entries is the block length.
+    sizes = tuple(int(sp.DimMetadata(rank + i).DenseSize()) for i in range(len(block_map)))
+    return SparseStorage(block_map, sizes)
 
 
 @dataclass
@@ -174,7 +208,8 @@ def read_tflite(source: str | Path | bytes) -> TFLiteModel:
                 if q is not None and q.ZeroPointLength() else ())
         dtype = type_names.get(t.Type(), str(t.Type()))
         info = TensorInfo(i, (t.Name() or b"").decode(errors="replace"), dtype, shape, signature,
-                          constant=nbytes > 0, nbytes=nbytes, scale=scale, zero_point=zero)
+                          constant=nbytes > 0, nbytes=nbytes, scale=scale, zero_point=zero,
+                          sparsity=_sparse_storage(t, len(shape)))
         tensors.append(info)
         # Keep small integer constants (axes, paddings, target shapes) for limitation checks.
         if info.constant and dtype in ("int32", "int64") and nbytes <= 256:

@@ -88,3 +88,26 @@ class EveryNSteps(keras.callbacks.Callback):
         self.step += 1
         if self.step % self.n == 0:
             self.fn(self.net if self.net is not None else self.model, self.step)
+
+
+class MaskUpdate(EveryNSteps):
+    """The mask-update hook of sparse training (train/masks.py).
+
+    At train begin it binds the masks to the trainer's optimizer, so the post-step `masks.apply`
+    also zeroes the moments of masked weights (the sparse optimizer). Then, every `n` steps up
+    to and including `last_step`, it calls `fn(net, step)` (drop-and-grow, or a pruning step);
+    no update after `last_step` (RigL leaves the last quarter of training to settle). `fn` None:
+    static masks, only the binding.
+    """
+
+    def __init__(self, masks, fn: Callable[[Any, int], None] | None = None, n: int = 1,
+                 last_step: int = 0, net=None):
+        super().__init__(n, self._maybe_update, net)
+        self.masks, self.update_fn, self.last_step = masks, fn, last_step
+
+    def on_train_begin(self, logs=None):
+        self.masks.bind(self.model.optimizer)
+
+    def _maybe_update(self, net, step: int) -> None:
+        if self.update_fn is not None and step <= self.last_step:
+            self.update_fn(net, step)

@@ -1,13 +1,19 @@
-"""The `sparsify` pass: unstructured or N:M weight sparsity, for size.
+"""The `sparsify` pass: unstructured, N:M or 1xb-block weight sparsity.
 
-Two routes:
+Routes (`method`):
   refit      (default) post-training, no labels, no gradients: a layer-by-layer cascade that
              chooses masks by Optimal-Brain-Surgeon saliency and refits the kept weights by
              least squares so every layer reproduces the dense network (refit.py).
   magnitude  tfmot's prune_low_magnitude with a labelled fine-tune (magnitude.py).
+  gmp, set, rigl  sparse training on our own masks with labels (dynamic.py): gradual magnitude
+             pruning on the cubic schedule, or prune-and-regrow at constant sparsity.
 
-Sparsity makes nothing faster here (DESIGN.md trap 4); the pass records sizes (raw, gzip, the
-TFLite sparse encoding) and says plainly that latency was not measured.
+Unstructured sparsity makes nothing faster here (DESIGN.md trap 4); the pass records sizes (raw,
+gzip, the TFLite sparse encoding) and labels them "size only". A block pattern (block1x4 fp32,
+block1x16 int8) is what LiteRT's FULLY_CONNECTED runs sparse: the pass checks in a converted
+file that the Dense weights are stored in blocks with no DENSIFY op, and asks export for the
+sparse encoding (`state.sparse_storage`). Its speed is measured in benchmarks/block_sparse.py,
+not here, so this pass claims none.
 """
 from __future__ import annotations
 
@@ -17,12 +23,18 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgesparse.errors import UserError
+from edgesparse.passes.sparsify.blocks import block_size as _block
 from edgesparse.pipeline import Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
 from edgesparse.state import ModelState
 
 DEFAULT_SPARSITY = 0.9
-LATENCY_NOTE = ("latency not measured by this pass, so no speed-up is claimed (XNNPACK's sparse "
-                "inference is off on AVX x86 CPUs; TFLite densifies CSR-encoded weights before use)")
+TRAINING_METHODS = ("magnitude", "gmp", "set", "rigl")      # fine-tune with labels
+MASK_METHODS = ("gmp", "set", "rigl")                       # our masks (dynamic.py)
+LATENCY_NOTE = ("size only: latency not measured by this pass, so no speed-up is claimed (XNNPACK's "
+                "sparse inference is off on AVX x86 CPUs; TFLite densifies CSR-encoded weights before use)")
+BLOCK_LATENCY_NOTE = ("size only in this pass: the Dense weights are stored in 1x{b} blocks that LiteRT's "
+                      "FULLY_CONNECTED runs without densifying, but latency was not measured here "
+                      "(benchmarks/block_sparse.py measures it)")
 
 
 class SparsifyConfig(PassConfig):
@@ -30,14 +42,22 @@ class SparsifyConfig(PassConfig):
         None, ge=0.0, lt=1.0,
         description="fraction of kernel weights set to zero (biases aside); default 0.9; "
                     "N:M patterns fix it at 1 - N/M")
-    pattern: str = Field("unstructured", description="'unstructured' or 'N:M' (keep N of every M input channels), e.g. '2:4'")
-    method: Literal["refit", "magnitude"] = Field("refit", description="post-training refit, or tfmot magnitude pruning with a labelled fine-tune")
+    pattern: str = Field("unstructured", description="'unstructured', 'N:M' (keep N of every M input channels, e.g. '2:4'), "
+                                                     "or 'block1x4' / 'block1x16' (Dense blocks LiteRT runs sparse; methods gmp/set/rigl)")
+    method: Literal["refit", "magnitude", "gmp", "set", "rigl"] = Field(
+        "refit", description="post-training refit; tfmot magnitude pruning; or sparse training on our masks with labels: "
+                             "gmp (gradual magnitude, cubic), set (drop and regrow at random), rigl (regrow by gradient)")
     criterion: Literal["obs", "activation", "magnitude"] = Field("obs", description="refit mask: OBS saliency (gradual), |W|*||x||, or |W|")
     allocation: Literal["erk", "uniform"] = Field("erk", description="how the sparsity budget is spread over layers")
     steps: int = Field(8, ge=1, le=100, description="gradual OBS pruning rounds per layer")
     ridge: float = Field(1e-4, gt=0.0, le=1.0, description="least-squares ridge, relative to the mean input energy")
     calibration_samples: int = Field(2048, ge=1, description="calibration inputs used by the refit")
-    epochs: int = Field(4, ge=1, description="fine-tune epochs (method=magnitude)")
+    epochs: int = Field(4, ge=1, description="training epochs (methods magnitude, gmp, set, rigl)")
+    update_every: int = Field(100, ge=1, le=100_000, description="steps between mask updates (gmp, set, rigl)")
+    drop_fraction: float = Field(0.3, gt=0.0, le=1.0, description="set/rigl: fraction of active weights dropped and regrown "
+                                                                  "at the first update, decayed on a cosine to 0")
+    end_fraction: float = Field(0.75, gt=0.0, le=1.0, description="gmp/set/rigl: masks change only in this first fraction of training")
+    init: Literal["magnitude", "random"] = Field("magnitude", description="set/rigl initial mask: the largest given weights, or random")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     sizes: bool = Field(True, description="convert to TFLite to record raw/gzip/sparse-encoded sizes")
@@ -48,21 +68,44 @@ class SparsifyConfig(PassConfig):
     def _pattern_parses(cls, v: str) -> str:
         from edgesparse.passes.sparsify.masks import parse_pattern
 
+        if _block(v) is not None:
+            return v.strip().lower()
         return str(parse_pattern(v))   # raises ValueError with the fix
+
+    @model_validator(mode="after")
+    def _method_fits(self):
+        if self.method in MASK_METHODS and self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"method {self.method} needs a sparsity between 0 and 1 (exclusive), "
+                             f"got {self.sparsity:g}; e.g. sparsity: 0.9")
+        if self.block_size() and self.method not in MASK_METHODS:
+            raise ValueError(f"pattern {self.pattern} is trained on our masks: use method gmp, set or rigl "
+                             f"(not {self.method})")
+        if ":" in self.pattern and self.method in MASK_METHODS:
+            raise ValueError(f"method {self.method} takes pattern 'unstructured', 'block1x4' or 'block1x16'; "
+                             "for N:M use method refit or magnitude")
+        return self
 
     @model_validator(mode="after")
     def _sparsity_matches_pattern(self):
         from edgesparse.passes.sparsify.masks import parse_pattern
 
+        if self.block_size():
+            return self
         implied = parse_pattern(self.pattern).sparsity
         if implied is not None and self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
             raise ValueError(f"pattern {self.pattern} fixes sparsity at {implied:g}; "
                              f"drop sparsity={self.sparsity:g} or use pattern 'unstructured'")
         return self
 
+    def block_size(self) -> int | None:
+        """4 / 16 for a block pattern, None otherwise."""
+        return _block(self.pattern)
+
     def target_sparsity(self) -> float:
         from edgesparse.passes.sparsify.masks import parse_pattern
 
+        if self.block_size():
+            return DEFAULT_SPARSITY if self.sparsity is None else self.sparsity
         implied = parse_pattern(self.pattern).sparsity
         if implied is not None:
             return implied
@@ -71,18 +114,20 @@ class SparsifyConfig(PassConfig):
 
 @register_pass
 class SparsifyPass(Pass):
-    """Zero out weights (unstructured or N:M) for a smaller compressed artifact."""
+    """Zero out weights (unstructured, N:M or 1xb blocks): a smaller artifact, and with blocks a
+    Dense layer LiteRT runs sparse."""
 
     name = "sparsify"
     Config = SparsifyConfig
     changes_model = True
     stage = Stage.TRANSFORM
-    summary = "weight sparsity for size: post-training OBS refit (default) or tfmot magnitude pruning"
+    summary = ("weight sparsity: post-training OBS refit (default), tfmot magnitude pruning, or sparse "
+               "training (gmp, set, rigl); block1x4/block1x16 for Dense layers LiteRT runs sparse")
 
     def check(self, plan: PlanContext) -> list[str]:
         problems = []
-        if self.config.method == "magnitude" and not plan.data.labelled:
-            problems.append("method 'magnitude' fine-tunes with labels; give labelled --data "
+        if self.config.method in TRAINING_METHODS and not plan.data.labelled:
+            problems.append(f"method '{self.config.method}' trains with labels; give labelled --data "
                             "(x_train/y_train) or use method 'refit', which needs none")
         if self.config.method == "refit" and not plan.data.real:
             problems.append("method 'refit' fits the layers to calibration inputs; give real --data "
@@ -99,20 +144,24 @@ class SparsifyPass(Pass):
 
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
         from edgesparse.train.metrics import accuracy
-        from edgesparse.passes.sparsify.masks import nm_violations, parse_pattern
+        from edgesparse.passes.sparsify.masks import Pattern, nm_violations, parse_pattern
         from edgesparse.graph import linear
 
         cfg = self.config
-        pattern = parse_pattern(cfg.pattern)
+        block = cfg.block_size()
+        pattern = Pattern() if block else parse_pattern(cfg.pattern)
         sparsity = cfg.target_sparsity()
         seed = ctx.seed if cfg.seed is None else cfg.seed
         data = ctx.data
-        facts: dict[str, Any] = {"method": cfg.method, "pattern": str(pattern),
-                                 "target_sparsity": round(sparsity, 6), "latency": LATENCY_NOTE}
+        facts: dict[str, Any] = {"method": cfg.method, "pattern": cfg.pattern if block else str(pattern),
+                                 "target_sparsity": round(sparsity, 6),
+                                 "latency": BLOCK_LATENCY_NOTE.format(b=block) if block else LATENCY_NOTE}
         if cfg.method == "refit":
             result = self._refit(state, ctx, pattern, sparsity, seed, facts)
-        else:
+        elif cfg.method == "magnitude":
             result = self._magnitude(state, ctx, pattern, sparsity, seed, facts)
+        else:
+            result = self._dynamic(state, ctx, block or 1, sparsity, seed, facts)
 
         sparsified = [r for r in result.layers if r.skipped is None]
         if not sparsified:
@@ -147,6 +196,11 @@ class SparsifyPass(Pass):
             facts["accuracy_after"] = round(accuracy(result.model, data.x_val, data.y_val), 3)
         if cfg.sizes:
             facts["sizes"] = self._sizes(state.model, result.model, data, ctx)
+        if block:
+            facts["artifact_check"] = _block_artifact_check(result.model, block, data.x_calib)
+            if not facts["artifact_check"]["passed"]:
+                state.warn(f"sparsify {cfg.pattern}: {facts['artifact_check']['reason']}")
+            state.sparse_storage = True      # export converts with the sparse encoding
         state.record(self.name, **facts)
         state.model = result.model
         return state
@@ -188,6 +242,26 @@ class SparsifyPass(Pass):
                      final_train_loss=round(result.history.get("loss", [float("nan")])[-1], 5))
         return result
 
+    def _dynamic(self, state, ctx, block, sparsity, seed, facts):
+        from edgesparse.passes.sparsify.dynamic import Settings, sparse_train
+
+        cfg = self.config
+        data = ctx.data
+        if not data.labelled or data.x_train is None:
+            raise UserError(f"sparsify method '{cfg.method}' needs labelled --data (x_train/y_train); "
+                            "use method 'refit' for unlabelled data")
+        settings = Settings(method=cfg.method, sparsity=sparsity, allocation=cfg.allocation, block=block,
+                            update_every=cfg.update_every, drop_fraction=cfg.drop_fraction,
+                            end_fraction=cfg.end_fraction, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                            learning_rate=cfg.learning_rate, init=cfg.init, seed=seed)
+        result = sparse_train(state.model, data.x_train, data.y_train, settings, progress=ctx.progress)
+        facts.update(allocation=cfg.allocation, epochs=cfg.epochs, update_every=cfg.update_every,
+                     drop_fraction=cfg.drop_fraction, end_fraction=cfg.end_fraction, init=cfg.init,
+                     steps=result.total_steps, last_update_step=result.last_update_step,
+                     mask_updates=result.updates,
+                     final_train_loss=round(result.history.get("loss", [float("nan")])[-1], 5))
+        return result
+
     def _sizes(self, dense, sparse, data, ctx) -> dict[str, Any]:
         import warnings
 
@@ -214,6 +288,19 @@ class SparsifyPass(Pass):
         if notes:
             out["note"] = "; ".join(notes)
         return out
+
+
+def _block_artifact_check(model, block: int, x_calib) -> dict[str, Any]:
+    """Convert with the sparse encoding (fp32 for 1x4, full int8 for 1x16) and read the file:
+    are the Dense weights stored in 1xb blocks, with no DENSIFY op?"""
+    from edgesparse.checks.sparse import block_sparse_check
+    from edgesparse.convert.tflite import to_tflite
+    from edgesparse.runtime.tflite_file import read_tflite
+
+    precision = "fp32" if block == 4 else "int8"
+    check = block_sparse_check(read_tflite(to_tflite(model, precision, sparse=True, x_calib=x_calib)), block)
+    check["precision"] = precision
+    return check
 
 
 def _layer_fact(r) -> dict[str, Any]:
