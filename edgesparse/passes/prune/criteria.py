@@ -176,6 +176,17 @@ class Random(Criterion):
         return np.random.default_rng([inp.seed, group.id]).random(group.size)
 
 
+@register_criterion
+class GroupNorm(Criterion):
+    name = "group_norm"
+    summary = ("L2 norm of every weight slice a unit owns across its group (what regularize's group "
+               "lasso drives to zero): zeroed units go first")
+
+    def scores(self, group, inp):
+        from edgesparse.train.regularizers import unit_norms
+        return unit_norms(inp.graph, [group.id]).get(group.id, np.zeros(group.size))
+
+
 def _spatial_mean(a: np.ndarray, fn) -> np.ndarray:
     return fn(a).reshape(-1, a.shape[-1]).mean(axis=0)
 

@@ -21,7 +21,7 @@ from edgesparse.state import ModelState
 
 
 class PruneConfig(PassConfig):
-    criterion: str = Field("l1", description="l1, l2, bn_scale, taylor, activation, apoz, random, thinet")
+    criterion: str = Field("l1", description="l1, l2, bn_scale, group_norm, taylor, activation, apoz, random, thinet")
     ratio: float | None = Field(None, description="fraction of channels to REMOVE, in [0, 1)")
     macs: float | None = Field(None, description="fraction of MACs to KEEP, in (0, 1]: 0.5 = half the MACs")
     params: float | None = Field(None, description="fraction of parameters to KEEP, in (0, 1]")

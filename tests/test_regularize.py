@@ -1,0 +1,198 @@
+"""Sparsity learned in training (issue 10): the regularize pass on the one training loop, its
+penalties (train/regularizers.py), its controller and schedules, and prune cutting the zeros."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesparse._tf import keras
+from edgesparse.data import Dataset, load_data
+from edgesparse.errors import UserError
+from edgesparse.graph.channels import ChannelGraph
+from edgesparse.graph.stats import count_macs
+from edgesparse.passes import load_builtin_passes
+from edgesparse.passes.prune.pass_ import PrunePass
+from edgesparse.passes.regularize import RegularizeConfig, RegularizePass
+from edgesparse.pipeline import PASSES, DataInfo, Pipeline, RunContext
+from edgesparse.state import ModelState
+from edgesparse.targets import load_target
+from edgesparse.train.losses import CrossEntropy
+from edgesparse.train.metrics import accuracy
+from edgesparse.train.regularizers import GroupLasso, Schedule, UnitSlices, unit_norms
+from edgesparse.train.trainer import train
+
+import prune_models as zoo
+
+DIGITS = Path(__file__).resolve().parents[1] / "sample_models" / "digits.npz"
+
+
+def _digits_flat() -> Dataset:
+    d = np.load(DIGITS)
+    x, xv = d["x_train"].reshape(-1, 64), d["x_val"].reshape(-1, 64)
+    return Dataset(x, d["y_train"], xv, d["y_val"], x_calib=x, labelled=True, real=True, source="digits")
+
+
+def _mlp(width=256, seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(width, activation="relu", name="fc1")(inp)
+    h = keras.layers.Dense(width, activation="relu", name="fc2")(h)
+    return keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="out")(h))
+
+
+def _run(passes, model, data, target="coral"):
+    state = ModelState(model=model, name="m", reference=keras.models.clone_model(model))
+    state.reference.set_weights(model.get_weights())
+    ctx = RunContext(target=load_target(target), data=data, workdir=None)
+    for p in passes:
+        state = p.run(state, ctx)
+    return state
+
+
+def _problems(passes, labelled=True):
+    return Pipeline(passes).validate(load_target("rpi4"), DataInfo(real=True, labelled=labelled))
+
+
+def test_registered():
+    load_builtin_passes()
+    assert PASSES["regularize"] is RegularizePass and RegularizePass.changes_model
+
+
+def test_acceptance_mlp_group_lasso_reaches_64_per_layer_at_97_percent():
+    """Done-when: 64-256-256-10 MLP on digits, group lasso with its controller, 64 neurons per
+    hidden layer at >= 97.0% validation accuracy with no fine-tune."""
+    data = _digits_flat()
+    model = _mlp()
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=30, lr=1e-3, seed=0)
+    state = _run([RegularizePass(method="group_lasso", width=0.25, epochs=12),
+                  PrunePass(ratio=0.75, criterion="group_norm", reconstruct=False)], model, data)
+    assert [state.model.get_layer(n).units for n in ("fc1", "fc2")] == [64, 64]
+    acc = accuracy(state.model, data.x_val, data.y_val)
+    assert acc >= 97.0, acc
+    f = state.facts["regularize"]
+    assert f["reached"] and f["widths"] == {"fc1": [256, 64], "fc2": [256, 64]}
+    # the cut removed only zeros: the pruned model answers exactly as the regularized one did
+    assert abs(acc - f["end"]) < 1e-3
+    traj = f["trajectory"]
+    assert len(traj) == 12 and traj[-1]["kept"] == 0.25 and traj[0]["kept"] > traj[-1]["kept"]
+    assert max(r["strength"] for r in traj) > traj[0]["strength"]     # the controller raised it
+
+
+def test_proximal_step_zeroes_whole_units_across_the_group():
+    """A zeroed unit is zero in every slice it owns: producer column, bias, BN, consumer row."""
+    model = zoo.conv_bn()
+    graph = ChannelGraph(model)
+    gids = [g.id for g in graph.prunable_groups]
+    gl = GroupLasso(graph, {g: 2 for g in gids}, schedule=Schedule("constant"), total_steps=10, lr=1.0,
+                    strength=1e6)                    # a huge fixed strength zeroes every unit at once
+    gl(model)
+    assert all(not alive.any() for alive in gl.alive_units().values())
+    for g in graph.prunable_groups:
+        for p in g.producers:
+            assert not np.any(model.get_layer(p).get_weights()[0])
+    slim = UnitSlices(ChannelGraph(zoo.conv_bn()), gids, "bn")
+    assert slim.slices and all("gamma" in s.variable.name for s in slim.slices)
+
+
+def test_unit_norms_cover_every_slice():
+    model = zoo.mlp()
+    graph = ChannelGraph(model)
+    g = graph.prunable_groups[0]
+    norms = unit_norms(graph, [g.id])[g.id]
+    p = g.producers[0]
+    w, b = model.get_layer(p).get_weights()[:2]
+    alpha = sum(np.ravel(model.get_layer(m).get_weights()[0]) ** 2 for m in g.members if "p_re_lu" in m)
+    rows = sum(np.sum(model.get_layer(c).get_weights()[0] ** 2, axis=1) for c in g.consumers)
+    np.testing.assert_allclose(norms ** 2, np.sum(w ** 2, axis=0) + b ** 2 + alpha + rows, rtol=1e-4)
+
+
+def test_schedules():
+    import tensorflow as tf
+    t = tf.constant([0.0, 0.3, 0.6, 0.9])
+    np.testing.assert_allclose(Schedule("constant").progress(t).numpy(), 1.0)
+    cubic = Schedule("cubic", 0.0, 0.6).progress(t).numpy()
+    np.testing.assert_allclose(cubic, [0.0, 1 - 0.5 ** 3, 1.0, 1.0], atol=1e-6)
+    poly = Schedule("polynomial", 0.0, 0.6, power=2).progress(t).numpy()
+    np.testing.assert_allclose(poly, [0.0, 0.75, 1.0, 1.0], atol=1e-6)
+
+
+def test_stages_l1_then_group_lasso_at_a_mac_target():
+    """Strategy changes between stages; the final MACs are measured, and prune meets them."""
+    data = _digits_flat()
+    model = _mlp(64)
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=5, lr=2e-3, seed=0)
+    macs0 = count_macs(model)
+    state = _run([RegularizePass(epochs=6, stages=[{"until": 0.34, "method": "l1", "sparsity": 0.5},
+                                                   {"until": 1.0, "method": "group_lasso", "macs": 0.5}]),
+                  PrunePass(macs=0.5, criterion="group_norm", reconstruct=False)], model, data)
+    f = state.facts["regularize"]
+    assert [s["method"] for s in f["stages"]] == ["l1", "group_lasso"] and [s["epochs"] for s in f["stages"]] == [2, 4]
+    assert {r["method"] for r in f["trajectory"]} == {"l1", "group_lasso"}
+    assert f["reached"] and f["macs_kept"] <= 0.5
+    assert count_macs(state.model) <= 0.5 * macs0
+    assert abs(accuracy(state.model, data.x_val, data.y_val) - f["end"]) < 1e-3
+
+
+def test_slimming_zeroes_batchnorm_scales_and_bn_scale_prunes_them():
+    model = zoo.conv_bn()
+    x = zoo.sample_inputs(model, 256)
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    data = Dataset(x, y, x, y, x_calib=x, labelled=True, real=True, source="self")
+    state = _run([RegularizePass(method="slimming", width=0.5, epochs=6),
+                  PrunePass(ratio=0.5, criterion="bn_scale", reconstruct=False)], model, data)
+    assert state.facts["regularize"]["reached"]
+    for name, (before, after) in state.facts["regularize"]["widths"].items():
+        assert after <= before // 2 + 1, name
+
+
+def test_l1_reaches_its_sparsity():
+    data = _digits_flat()
+    model = _mlp(64)
+    state = _run([RegularizePass(method="l1", sparsity=0.8, epochs=3)], model, data)
+    f = state.facts["regularize"]
+    assert f["reached"] and f["sparsity"] >= 0.795
+    kernels = [model.get_layer(n).kernel.numpy() for n in ("fc1", "fc2", "out")]
+    assert np.mean(np.concatenate([k.ravel() for k in kernels]) == 0) >= 0.795
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_regularize_without_a_cut_after_it_is_refused():
+    found = _problems([RegularizePass(width=0.5)])
+    assert any("add a prune pass after regularize" in p for p in found), found
+    assert _problems([RegularizePass(width=0.5), PrunePass(ratio=0.5, criterion="group_norm")]) == []
+    found = _problems([RegularizePass(method="l1", sparsity=0.5), PrunePass(ratio=0.5)])
+    assert found == []
+    found = _problems([RegularizePass(method="l1", sparsity=0.5)])
+    assert any("sparsify" in p for p in found), found
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"stages": [{"until": 0.5, "method": "l1", "sparsity": 0.5}, {"until": 0.4, "width": 0.5}]},
+     "must increase"),
+    ({"stages": [{"until": 0.5, "method": "l1", "sparsity": 0.5}]}, "must end at until: 1.0"),
+    ({"method": "l1", "width": 0.5}, "give it sparsity"),
+    ({"method": "group_lasso"}, "needs a target"),
+    ({"width": 1.5}, "outside (0, 1)"),
+    ({"width": 0.5, "macs": 0.5}, "one target"),
+])
+def test_bad_configs_fail_before_training(config, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        RegularizeConfig(**config)
+
+
+def test_a_collapse_stops_with_the_trajectory():
+    data = _digits_flat()
+    model = _mlp(64)
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=5, lr=2e-3, seed=0)
+    with pytest.raises(UserError, match=r"collapsed .* Trajectory: epoch 1: strength"):
+        _run([RegularizePass(method="group_lasso", strength=1e5, epochs=3, max_drop=5)], model, data)
+
+
+def test_an_unreachable_mac_target_is_refused():
+    data = _digits_flat()
+    with pytest.raises(UserError, match="cannot be reached"):
+        _run([RegularizePass(method="group_lasso", macs=0.05, epochs=1, min_channels=48)], _mlp(64), data)
