@@ -196,3 +196,33 @@ def test_an_unreachable_mac_target_is_refused():
     data = _digits_flat()
     with pytest.raises(UserError, match="cannot be reached"):
         _run([RegularizePass(method="group_lasso", macs=0.05, epochs=1, min_channels=48)], _mlp(64), data)
+
+
+# ----------------------------------------------------------------------------- movement
+
+
+def test_movement_scores_units_pulled_to_zero_lowest():
+    """Weights that move towards zero score lowest: a penalty pulls fc1 units 0-3 to zero during
+    a fine-tune, and their movement scores are the four lowest of the group."""
+    import tensorflow as tf
+    from edgesparse.train.regularizers import Movement
+
+    data = _digits_flat()
+    model = _mlp(32)
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=3, lr=2e-3, seed=0)
+    hook = Movement(model, 1e-3)
+    pull = lambda m: 10.0 * tf.reduce_sum(tf.square(m.get_layer("fc1").kernel[:, :4]))
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=2, lr=1e-3, seed=1,
+          regularizers=[pull], post_step=[hook])
+    scores = hook.unit_scores(ChannelGraph(model))[("fc1",)]
+    assert set(np.argsort(scores)[:4]) == {0, 1, 2, 3}
+
+
+def test_prune_with_movement_needs_labels_and_runs():
+    data = _digits_flat()
+    model = _mlp(32)
+    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=3, lr=2e-3, seed=0)
+    assert any("criterion movement needs labelled" in p
+               for p in _problems([PrunePass(ratio=0.5, criterion="movement")], labelled=False))
+    state = _run([PrunePass(ratio=0.5, criterion="movement")], model, data)
+    assert state.model.get_layer("fc1").units == 16

@@ -332,3 +332,36 @@ def _leaf_layers(model):
             yield from _leaf_layers(layer)
         else:
             yield layer
+
+
+class Movement:
+    """Post-step hook accumulating movement scores (Sanh et al. 2020): S = -sum_t w_t * dL/dw_t.
+
+    The gradient step is w_{t+1} - w_t = -lr * g_t for SGD, so S is measured as
+    sum_t w_t * (w_{t+1} - w_t) / lr on the weights themselves, whatever the optimizer: it is
+    negative for weights that move towards zero (they matter least) and positive for weights
+    that grow. `unit_scores` sums it over every slice of each channel unit.
+    """
+
+    def __init__(self, model, lr: float):
+        self.lr = float(lr)
+        self.variables = [w for w in model.trainable_weights]
+        self.previous = [tf.Variable(w.read_value(), trainable=False) for w in self.variables]
+        self.scores = [tf.Variable(tf.zeros_like(w), trainable=False) for w in self.variables]
+        self._index = {w.ref(): i for i, w in enumerate(self.variables)}
+
+    def __call__(self, model) -> None:
+        for w, prev, score in zip(self.variables, self.previous, self.scores):
+            score.assign_add(prev * (w - prev) / self.lr)
+            prev.assign(w)
+
+    def unit_scores(self, graph: ChannelGraph) -> dict[tuple, np.ndarray]:
+        """{sorted producer names of a group: movement score of each unit}."""
+        units = UnitSlices(graph, [g.id for g in graph.prunable_groups])
+        if not units.n_units:
+            return {}
+        def score_of(v):
+            i = self._index.get(v.ref())
+            return self.scores[i] if i is not None else tf.zeros_like(v)
+        per_unit = units.by_group(units.per_unit(score_of).numpy())
+        return {tuple(sorted(graph.groups[gid].producers)): s for gid, s in per_unit.items()}

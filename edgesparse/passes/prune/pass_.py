@@ -21,7 +21,7 @@ from edgesparse.state import ModelState
 
 
 class PruneConfig(PassConfig):
-    criterion: str = Field("l1", description="l1, l2, bn_scale, group_norm, taylor, activation, apoz, random, thinet")
+    criterion: str = Field("l1", description="l1, l2, bn_scale, group_norm, movement, taylor, activation, apoz, random, thinet")
     ratio: float | None = Field(None, description="fraction of channels to REMOVE, in [0, 1)")
     macs: float | None = Field(None, description="fraction of MACs to KEEP, in (0, 1]: 0.5 = half the MACs")
     params: float | None = Field(None, description="fraction of parameters to KEEP, in (0, 1]")
@@ -78,7 +78,10 @@ def config_problems(c: PruneConfig) -> list[str]:
 
 
 def needs_labels(c: PruneConfig) -> bool:
-    return c.criterion == "taylor" or c.finetune_epochs > 0
+    from edgesparse.passes.prune.criteria import CRITERIA
+
+    crit = CRITERIA.get(c.criterion)
+    return bool(crit and crit.needs_labels) or c.finetune_epochs > 0
 
 
 @register_pass
@@ -94,7 +97,7 @@ class PrunePass(Pass):
     def check(self, plan: PlanContext) -> list[str]:
         problems = config_problems(self.config)
         if needs_labels(self.config) and not plan.data.labelled:
-            why = "criterion taylor" if self.config.criterion == "taylor" else "finetune_epochs > 0"
+            why = "finetune_epochs > 0" if self.config.finetune_epochs > 0 else f"criterion {self.config.criterion}"
             problems.append(f"{why} needs labelled data; pass --data with labels, or use another "
                             "criterion / finetune_epochs: 0")
         return problems
@@ -127,7 +130,7 @@ class PrunePass(Pass):
                        "reconstruction fit noise. Pass --data for a faithful result.")
         labelled = data.labelled
         if needs_labels(c) and not labelled:
-            raise UserError("prune: this configuration needs labelled data (taylor criterion or fine-tuning); "
+            raise UserError("prune: this configuration needs labelled data (taylor/movement criterion or fine-tuning); "
                             "pass --data with labels")
         kind = next(k for k in ("ratio", "macs", "params") if getattr(c, k) is not None)
         round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)   # `edgesparse prune` may have no target
