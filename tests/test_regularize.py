@@ -226,3 +226,38 @@ def test_prune_with_movement_needs_labels_and_runs():
                for p in _problems([PrunePass(ratio=0.5, criterion="movement")], labelled=False))
     state = _run([PrunePass(ratio=0.5, criterion="movement")], model, data)
     assert state.model.get_layer("fc1").units == 16
+
+
+# ----------------------------------------------------------------------------- depth
+
+
+def test_residual_blocks_found_scored_and_dropped_whole():
+    from edgesparse.graph.depth import branch_ratios, drop_blocks, residual_blocks
+
+    model = zoo.residual()
+    blocks = residual_blocks(model)
+    assert len(blocks) == 2 and all(len(b.layers) == 3 for b in blocks)     # conv, conv, BN
+    x = zoo.sample_inputs(model, 16)
+    ratios = branch_ratios(model, blocks, x)
+    assert all(r > 0 for r in ratios.values())
+    # zero the second block's branch: dropping it must not change the outputs
+    bn = model.get_layer(blocks[1].layers[-1])
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma * 0, beta * 0, mean, var])
+    assert branch_ratios(model, blocks, x)[blocks[1].add] < 1e-6
+    smaller = drop_blocks(model, [blocks[1]])
+    assert len(smaller.layers) == len(model.layers) - 4                   # the branch and the Add
+    np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert residual_blocks(zoo.conv_bn()) == []
+
+
+def test_prune_blocks_removes_the_weakest_block_first():
+    model = zoo.residual()
+    x = zoo.sample_inputs(model, 64)
+    data = Dataset(None, None, None, None, x_calib=x, labelled=False, real=True, source="x")
+    state = _run([PrunePass(ratio=0.25, blocks=1)], model, data)
+    depth = state.facts["prune"]["depth"]
+    assert len(depth["removed"]) == 1 and depth["macs_after"] < depth["macs_before"]
+    assert sum(type(l).__name__ == "Add" for l in state.model.layers) == 1
+    with pytest.raises(UserError, match="more residual blocks than the model has"):
+        _run([PrunePass(ratio=0.25, blocks=3)], zoo.residual(), data)

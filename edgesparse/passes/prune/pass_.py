@@ -38,6 +38,8 @@ class PruneConfig(PassConfig):
     sensitivity_ratios: list[float] = [0.25, 0.5, 0.75, 0.9]
     calibration_samples: int = Field(512, description="calibration inputs for data-aware steps")
     seed: int = 0
+    blocks: int = Field(0, ge=0, description="first remove this many residual blocks whole (an Add with an "
+                                             "identity path; the branches that add least go first)")
     per_group: dict[str, float] | None = Field(
         None, description="keep fraction per channel group, keyed by a producer layer name "
                           "(e.g. {conv1: 0.5}); pins that group's width, the budget goes to the others")
@@ -143,7 +145,28 @@ class PrunePass(Pass):
         d = Data(x_calib=data.x_calib[: c.calibration_samples],
                  x_train=data.x_train if labelled else None, y_train=data.y_train if labelled else None,
                  x_val=data.x_val if labelled else None, y_val=data.y_val if labelled else None)
+        if c.blocks:
+            state.model = _drop_blocks(state, c.blocks, data.x_calib[: c.calibration_samples])
         result = prune(state.model, settings, d, ctx.progress, ctx.workdir)
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)
         return state
+
+
+def _drop_blocks(state: ModelState, n: int, x):
+    """Depth removal before the channel cut: the `n` residual blocks whose branch adds least."""
+    from edgesparse.graph.depth import branch_ratios, drop_blocks, residual_blocks
+    from edgesparse.graph.stats import count_macs
+
+    blocks = residual_blocks(state.model)
+    if len(blocks) < n:
+        raise UserError(f"prune: blocks: {n} asks for more residual blocks than the model has "
+                        f"({len(blocks)} with an identity path); lower blocks")
+    ratios = branch_ratios(state.model, blocks, x)
+    chosen = sorted(blocks, key=lambda b: ratios[b.add])[:n]
+    model = drop_blocks(state.model, chosen)
+    state.record("prune", depth={"removed": [b.describe() | {"branch_ratio": round(ratios[b.add], 4)}
+                                             for b in chosen],
+                                 "candidates": len(blocks), "macs_before": count_macs(state.model),
+                                 "macs_after": count_macs(model)})
+    return model
