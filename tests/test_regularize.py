@@ -261,3 +261,24 @@ def test_prune_blocks_removes_the_weakest_block_first():
     assert sum(type(l).__name__ == "Add" for l in state.model.layers) == 1
     with pytest.raises(UserError, match="more residual blocks than the model has"):
         _run([PrunePass(ratio=0.25, blocks=3)], zoo.residual(), data)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_prune_method_group_lasso(tmp_path, capsys):
+    from edgesparse.cli import run as cli
+
+    cnn = DIGITS.with_name("digits_cnn.keras")
+    out = tmp_path / "small.keras"
+    code = cli(["prune", str(cnn), "--data", str(DIGITS), "--macs", "0.5", "--method", "group_lasso",
+                "--regularize-epochs", "3", "--out", str(out)])
+    text = capsys.readouterr().err
+    assert code == 0, text
+    assert "regularize: validation accuracy" in text and "group_norm" in text
+    small, big = keras.models.load_model(out), keras.models.load_model(cnn)
+    assert count_macs(small) <= 0.5 * count_macs(big)
+    code = cli(["prune", str(cnn), "--data", str(DIGITS), "--params", "0.5", "--method", "slimming",
+                "--out", str(tmp_path / "x.keras")])
+    assert code != 0 and "--params is not supported" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "x.keras").exists()
