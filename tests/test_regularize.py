@@ -282,3 +282,23 @@ def test_cli_prune_method_group_lasso(tmp_path, capsys):
                 "--out", str(tmp_path / "x.keras")])
     assert code != 0 and "--params is not supported" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_report_sections_render_the_trajectory():
+    from edgesparse.report import plots
+    from edgesparse.report.html import render_html
+    from edgesparse.report.markdown import _regularize
+
+    facts = {"metric": "validation accuracy", "start": 97.5, "end": 97.2, "reached": True,
+             "stages": [{"method": "group_lasso", "until": 1.0, "epochs": 2, "target": {"width": 0.25}}],
+             "trajectory": [{"epoch": 1, "method": "group_lasso", "strength": 0.1, "kept": 0.6, "macs": 0.4,
+                             "metric": 97.0},
+                            {"epoch": 2, "method": "group_lasso", "strength": 0.5, "kept": 0.25, "macs": 0.1,
+                             "metric": 97.2}],
+             "widths": {"fc1": [256, 64]}}
+    report = {"model": {"name": "m"}, "target": {"name": "rpi4"}, "facts": {"regularize": facts}, "versions": {}}
+    md = "\n".join(_regularize(report))
+    assert "## Sparsity learned in training" in md and "| fc1 | 256 | 64 |" in md
+    html = render_html(report)
+    assert "Sparsity learned in training" in html
+    assert plots.regularize_plot(facts["trajectory"]).startswith(b"\x89PNG")
