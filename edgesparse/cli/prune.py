@@ -66,9 +66,30 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: boo
                             ["layer", "why"], [[k, v] for k, v in graph.unprunable_layers.items()]))
 
 
+METHODS = ("oneshot", "group_lasso", "slimming", "movement")
+# --method -> the criterion prune ranks by (group_lasso and slimming first train with their penalty)
+METHOD_CRITERION = {"group_lasso": "group_norm", "slimming": "bn_scale", "movement": "movement"}
+
+
+def _regularize_first(method: str, config: PruneConfig, epochs: int):
+    """The regularize pass `--method group_lasso|slimming` runs before prune, at prune's budget."""
+    from edgesparse.passes.regularize import RegularizePass
+
+    if config.params is not None:
+        raise UserError(f"prune: --method {method} drives channels to zero at a --macs or --ratio target; "
+                        "--params is not supported with it")
+    target = {"macs": config.macs} if config.macs is not None else {"width": 1.0 - config.ratio}
+    return RegularizePass(method=method, epochs=epochs, min_channels=config.min_channels,
+                          round_to=config.round_to, **target)
+
+
 def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optional[Path], unsafe_load: bool,
-          input_shape: Optional[str], **settings):
-    """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model."""
+          input_shape: Optional[str], method: str = "oneshot", regularize_epochs: int = 20, **settings):
+    """Remove channels so the model meets a MAC, parameter or channel budget; write the smaller model.
+
+    --method oneshot scores, cuts, refits and fine-tunes; group_lasso and slimming first train
+    with a sparsity penalty that drives the channels to cut to zero (regularize pass); movement
+    ranks channels by how their weights move in a short fine-tune."""
     from edgesparse.console import RichProgress, console, table
     from edgesparse.data import load_data
     from edgesparse.passes.prune.pass_ import PrunePass, config_problems
@@ -82,10 +103,14 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     if target is not None:
         from edgesparse.targets import load_target
         tgt = load_target(target)
+    if method not in METHODS:
+        raise UserError(f"prune: unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     m = _load(model, unsafe_load, input_shape)
     dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
     if settings["finetune_epochs"] is None:
-        settings["finetune_epochs"] = 3 if dataset.labelled else 0
+        settings["finetune_epochs"] = 3 if dataset.labelled and method == "oneshot" else 0
+    if method != "oneshot":
+        settings["criterion"] = METHOD_CRITERION[method]
     try:
         config = PruneConfig(**config_values(PruneConfig, settings))
     except ValidationError as exc:
@@ -96,6 +121,8 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     state = ModelState(model=m, name=model.stem, reference=m)
     with tempfile.TemporaryDirectory(prefix="edgesparse-prune-") as work, RichProgress() as progress:
         ctx = RunContext(target=tgt, data=dataset, workdir=Path(work), progress=progress)
+        if method in ("group_lasso", "slimming"):
+            state = _regularize_first(method, config, regularize_epochs).run(state, ctx)
         state = PrunePass(config).run(state, ctx)
         facts = state.facts["prune"]
         save_model_atomically(state.model, out)
@@ -105,6 +132,8 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
             facts["sensitivity"]["plot"] = str(plot)
     for w in state.warnings:
         console.print(f"[bold yellow]warning:[/] {w}")
+    if "regularize" in state.facts:
+        _render_regularize(state.facts["regularize"], console, table)
     _render(facts, console, table)
     console.print(f"wrote {out}")
 
@@ -112,6 +141,10 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
 PRUNE_OPTIONS = [
     parameter("model", Path, typer.Argument(..., help=MODEL_HELP)),
     parameter("data", Optional[Path], typer.Option(None, "--data", "-d", help="An .npz or image folder; labels enable the fine-tune.")),
+    parameter("method", str, typer.Option("oneshot", "--method", "-m", help="oneshot (score, cut, refit, fine-tune), "
+                                          "group_lasso or slimming (train with a sparsity penalty first), movement")),
+    parameter("regularize_epochs", int, typer.Option(20, "--regularize-epochs", help="epochs of penalised training "
+                                                     "for --method group_lasso/slimming")),
     *(config_parameter(PruneConfig, f) for f in ("macs", "params", "ratio", ConfigOption("criterion", short="-c"), "allocation")),
     parameter("target", Optional[str], typer.Option(None, "--target", "-t", help="Target whose SIMD width sets the channel rounding.")),
     *(config_parameter(PruneConfig, f) for f in (
@@ -161,3 +194,11 @@ def _render(facts: dict, console, table) -> None:
 def _2(v):
     """Accuracies are percentages already; the terminal shows two decimals."""
     return None if v is None else round(v, 2)
+
+
+def _render_regularize(f: dict, console, table) -> None:
+    console.print(table(f"regularize: {f['metric']} {_2(f['start'])} -> {_2(f['end'])}, "
+                        f"target {'reached' if f['reached'] else 'MISSED'}",
+                        ["epoch", "method", "strength", "kept", "MACs kept", "metric %"],
+                        [[r["epoch"], r["method"], f"{r['strength']:.3g}", f"{r['kept']:.1%}",
+                          "" if "macs" not in r else f"{r['macs']:.1%}", _2(r["metric"])] for r in f["trajectory"]]))

@@ -65,6 +65,7 @@ def render_html(r: dict[str, Any]) -> str:
     sections = [
         _warnings(r),
         _summary(r),
+        _regularize(r.get("facts", {}).get("regularize"), draw),
         _prune(r.get("facts", {}).get("prune"), draw),
         _trajectory(r, draw),
         _artifacts(r.get("artifacts") or []),
@@ -107,6 +108,25 @@ def _summary(r: dict[str, Any]) -> str:
 
 def _ratio(a: Any, b: Any) -> Any:
     return Raw(e(f"{a / b:.1%}")) if a is not None and b else None
+
+
+def _regularize(f: dict[str, Any] | None, draw: bool) -> str:
+    if not f or not f.get("trajectory"):
+        return ""
+    stages = ", ".join(f"{s['method']} until {s['until']:g} ({s['epochs']} epochs, target {s['target']})"
+                       for s in f.get("stages", []))
+    out = ["<h2>Sparsity learned in training</h2>",
+           f'<p class="meta">{e(stages)}; {e(f.get("metric"))} {e(f.get("start"))} → {e(f.get("end"))}; target '
+           f'{"reached" if f.get("reached") else "missed"}.</p>']
+    if draw:
+        out.append(image(plots.regularize_plot(f["trajectory"]), "penalty strength, units kept, MACs per epoch"))
+    out.append(table(["epoch", "method", "strength", "kept", "MACs kept", "metric (%)"],
+                     [[r["epoch"], r["method"], f"{r['strength']:.3g}", r["kept"], r.get("macs"), r["metric"]]
+                      for r in f["trajectory"]]))
+    widths = f.get("widths") or {}
+    if widths:
+        out.append(table(["layer", "channels before", "non-zero after"], [[k, v[0], v[1]] for k, v in widths.items()]))
+    return "\n".join(out)
 
 
 def _prune(f: dict[str, Any] | None, draw: bool) -> str:

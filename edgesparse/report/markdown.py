@@ -50,9 +50,23 @@ def render_markdown(r: dict[str, Any]) -> str:
             if a.get("note"):
                 out.append(f"- `{a['path']}`: {a['note']}")
         out.append("")
-    out += _pruning(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
+    out += _regularize(r) + _pruning(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
     return "\n".join(out)
+
+
+def _regularize(r: dict[str, Any]) -> list[str]:
+    f = (r.get("facts") or {}).get("regularize")
+    if not f or not f.get("trajectory"):
+        return []
+    return ["## Sparsity learned in training", "",
+            f"{f.get('metric')} {fmt(f.get('start'))} → {fmt(f.get('end'))}; target "
+            + ("reached." if f.get("reached") else "**missed**."), "",
+            table(["epoch", "method", "strength", "kept", "MACs kept", "metric %"],
+                  [[t["epoch"], t["method"], f"{t['strength']:.3g}", t["kept"], t.get("macs"), t["metric"]]
+                   for t in f["trajectory"]]), "",
+            table(["layer", "channels before", "non-zero after"],
+                  [[k, v[0], v[1]] for k, v in (f.get("widths") or {}).items()]), ""]
 
 
 def _pruning(r: dict[str, Any]) -> list[str]:

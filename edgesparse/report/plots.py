@@ -66,6 +66,32 @@ def channels_plot(channels: dict[str, Sequence[int]]) -> bytes | None:
     return _png(fig)
 
 
+def regularize_plot(trajectory: list[dict[str, Any]]) -> bytes | None:
+    """The regularize pass per epoch: penalty strength (log), units kept and MACs kept, the metric."""
+    if not trajectory:
+        return None
+    epochs = [r["epoch"] for r in trajectory]
+    fig, axes = _figure(9, 3.2, 1, 2)
+    ax = axes[0][0]
+    ax.semilogy(epochs, [max(r["strength"], 1e-12) for r in trajectory], color=COLORS[3], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("penalty strength (mean)")
+    ax.set_title("controller")
+    ax.grid(alpha=0.3)
+    ax = axes[0][1]
+    ax.plot(epochs, [100 * r["kept"] for r in trajectory], color=COLORS[0], marker="o", label="kept (units or weights)")
+    if any("macs" in r for r in trajectory):
+        ax.plot(epochs, [100 * r.get("macs", float("nan")) for r in trajectory], color=COLORS[1], marker="s",
+                label="MACs kept")
+    ax.plot(epochs, [r["metric"] for r in trajectory], color=COLORS[2], marker="^", label="metric")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("%")
+    ax.set_title("what the penalty kept")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def sensitivity_plot(sensitivity: dict[str, Any]) -> bytes | None:
     """One curve per channel group: the metric (%) against the fraction of its channels removed."""
     table = sensitivity.get("table") or []

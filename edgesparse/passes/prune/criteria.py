@@ -154,6 +154,44 @@ class Random(Criterion):
         return np.random.default_rng([inp.seed, group.id]).random(group.size)
 
 
+@register_criterion
+class GroupNorm(Criterion):
+    name = "group_norm"
+    summary = ("L2 norm of every weight slice a unit owns across its group (what regularize's group "
+               "lasso drives to zero): zeroed units go first")
+
+    def scores(self, group, inp):
+        from edgesparse.train.regularizers import unit_norms
+        return unit_norms(inp.graph, [group.id]).get(group.id, np.zeros(group.size))
+
+
+@register_criterion
+class MovementScore(Criterion):
+    """Movement pruning (Sanh et al. 2020): a short fine-tune of a copy of the model, and each
+    unit's summed -w * dL/dw over it. One fine-tune serves every group (kept in the inputs' cache)."""
+
+    name = "movement"
+    needs_data = True
+    needs_labels = True
+    summary = "accumulated -w * dL/dw over a short fine-tune: units whose weights move towards zero go first"
+    epochs, lr = 3, 1e-3
+
+    def scores(self, group, inp):
+        cache = inp._acts.setdefault(("movement",), {})
+        if not cache:
+            from edgesparse.graph.functional import clone_with_weights
+            from edgesparse.train.losses import CrossEntropy
+            from edgesparse.train.regularizers import Movement
+            from edgesparse.train.trainer import train
+
+            copy = clone_with_weights(inp.model)
+            hook = Movement(copy, self.lr)
+            train(copy, (inp.x, inp.y), loss=CrossEntropy(), epochs=self.epochs, lr=self.lr, seed=inp.seed,
+                  post_step=[hook])
+            cache.update(hook.unit_scores(ChannelGraph(copy)))
+        return cache.get(tuple(sorted(group.producers)), np.zeros(group.size))
+
+
 def _spatial_mean(a: np.ndarray, fn) -> np.ndarray:
     return fn(a).reshape(-1, a.shape[-1]).mean(axis=0)
 

@@ -21,7 +21,7 @@ from edgesparse.state import ModelState
 
 
 class PruneConfig(PassConfig):
-    criterion: str = Field("l1", description="l1, l2, bn_scale, taylor, activation, apoz, random, thinet")
+    criterion: str = Field("l1", description="l1, l2, bn_scale, group_norm, movement, taylor, activation, apoz, random, thinet")
     ratio: float | None = Field(None, description="fraction of channels to REMOVE, in [0, 1)")
     macs: float | None = Field(None, description="fraction of MACs to KEEP, in (0, 1]: 0.5 = half the MACs")
     params: float | None = Field(None, description="fraction of parameters to KEEP, in (0, 1]")
@@ -38,6 +38,8 @@ class PruneConfig(PassConfig):
     sensitivity_ratios: list[float] = [0.25, 0.5, 0.75, 0.9]
     calibration_samples: int = Field(512, description="calibration inputs for data-aware steps")
     seed: int = 0
+    blocks: int = Field(0, ge=0, description="first remove this many residual blocks whole (an Add with an "
+                                             "identity path; the branches that add least go first)")
     per_group: dict[str, float] | None = Field(
         None, description="keep fraction per channel group, keyed by a producer layer name "
                           "(e.g. {conv1: 0.5}); pins that group's width, the budget goes to the others")
@@ -78,7 +80,10 @@ def config_problems(c: PruneConfig) -> list[str]:
 
 
 def needs_labels(c: PruneConfig) -> bool:
-    return c.criterion == "taylor" or c.finetune_epochs > 0
+    from edgesparse.passes.prune.criteria import CRITERIA
+
+    crit = CRITERIA.get(c.criterion)
+    return bool(crit and crit.needs_labels) or c.finetune_epochs > 0
 
 
 @register_pass
@@ -94,7 +99,7 @@ class PrunePass(Pass):
     def check(self, plan: PlanContext) -> list[str]:
         problems = config_problems(self.config)
         if needs_labels(self.config) and not plan.data.labelled:
-            why = "criterion taylor" if self.config.criterion == "taylor" else "finetune_epochs > 0"
+            why = "finetune_epochs > 0" if self.config.finetune_epochs > 0 else f"criterion {self.config.criterion}"
             problems.append(f"{why} needs labelled data; pass --data with labels, or use another "
                             "criterion / finetune_epochs: 0")
         return problems
@@ -133,7 +138,7 @@ class PrunePass(Pass):
                        "reconstruction fit noise. Pass --data for a faithful result.")
         labelled = data.labelled
         if needs_labels(c) and not labelled:
-            raise UserError("prune: this configuration needs labelled data (taylor criterion or fine-tuning); "
+            raise UserError("prune: this configuration needs labelled data (taylor/movement criterion or fine-tuning); "
                             "pass --data with labels")
         # per_group alone pins the groups it names and leaves the others whole (ratio 0).
         kind = next((k for k in ("ratio", "macs", "params") if getattr(c, k) is not None), "ratio")
@@ -147,7 +152,28 @@ class PrunePass(Pass):
         d = Data(x_calib=data.x_calib[: c.calibration_samples],
                  x_train=data.x_train if labelled else None, y_train=data.y_train if labelled else None,
                  x_val=data.x_val if labelled else None, y_val=data.y_val if labelled else None)
+        if c.blocks:
+            state.model = _drop_blocks(state, c.blocks, data.x_calib[: c.calibration_samples])
         result = prune(state.model, settings, d, ctx.progress, ctx.workdir)
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)
         return state
+
+
+def _drop_blocks(state: ModelState, n: int, x):
+    """Depth removal before the channel cut: the `n` residual blocks whose branch adds least."""
+    from edgesparse.graph.depth import branch_ratios, drop_blocks, residual_blocks
+    from edgesparse.graph.stats import count_macs
+
+    blocks = residual_blocks(state.model)
+    if len(blocks) < n:
+        raise UserError(f"prune: blocks: {n} asks for more residual blocks than the model has "
+                        f"({len(blocks)} with an identity path); lower blocks")
+    ratios = branch_ratios(state.model, blocks, x)
+    chosen = sorted(blocks, key=lambda b: ratios[b.add])[:n]
+    model = drop_blocks(state.model, chosen)
+    state.record("prune", depth={"removed": [b.describe() | {"branch_ratio": round(ratios[b.add], 4)}
+                                             for b in chosen],
+                                 "candidates": len(blocks), "macs_before": count_macs(state.model),
+                                 "macs_after": count_macs(model)})
+    return model
