@@ -240,7 +240,7 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
     options: a BuildOptions (or the same as a dict: {"control_from_scratch": bool,
              "profile_agents": [URL, ...], "token_file": Path, "profile_local": bool}).
     """
-    plan = plan_build(model, target, data, recipe, out, progress, instruments, options)
+    plan = plan_build(model, target, data, recipe, out, progress, instruments, options=options)
     failure = None
     with staged_output(plan.out) as workdir:
         best, attempts = back_off(plan, workdir, run_plan)

@@ -67,6 +67,7 @@ def render_html(r: dict[str, Any]) -> str:
         _summary(r),
         _regularize(r.get("facts", {}).get("regularize"), draw),
         _prune(r.get("facts", {}).get("prune"), draw),
+        _lowrank(r.get("facts", {}).get("lowrank")),
         _trajectory(r, draw),
         _artifacts(r.get("artifacts") or []),
         _profile(r, draw),
@@ -165,6 +166,29 @@ def _prune(f: dict[str, Any] | None, draw: bool) -> str:
                            s.get("accuracy_pruned"), s.get("accuracy_reconstructed"),
                            s.get("accuracy_finetuned")] for s in steps]))
     out.append(_sensitivity(f.get("sensitivity"), draw))
+    return "\n".join(out)
+
+
+def _lowrank(f: dict[str, Any] | None) -> str:
+    if not f or not isinstance(f, dict) or "layers" not in f:
+        return ""
+    out = ["<h2>Low-rank factorisation</h2>",
+           f'<p class="meta">Method {e(f.get("method"))}, ranks by {e(f.get("selection"))}, rounded to '
+           f'{e(f.get("round_to"))}. Errors: relative output error on held-out calibration samples, before '
+           'and after the least-squares refit of the last factor.</p>',
+           table(["", "before", "after", "kept"],
+                 [["MACs", f.get("macs_before"), f.get("macs_after"), _ratio(f.get("macs_after"), f.get("macs_before"))],
+                  ["parameters", f.get("params_before"), f.get("params_after"),
+                   _ratio(f.get("params_after"), f.get("params_before"))],
+                  ["accuracy (%)", f.get("accuracy_before"), f.get("accuracy_after"), None]]),
+           table(["layer", "form", "rank", "limit", "MACs before", "MACs after", "error before", "error after",
+                  "factorised"],
+                 [[l["layer"], l["form"], "×".join(map(str, l["ranks"])), "×".join(map(str, l["limits"])),
+                   l["macs_before"], l["macs_after"], l["error_before"], l["error_after"],
+                   "yes" if l.get("kept", True) else f"no ({l.get('speedup_host')}× on this host)"]
+                  for l in f["layers"]])]
+    if f.get("measured_on"):
+        out.append(f'<p class="meta">{e(f["measured_on"])}</p>')
     return "\n".join(out)
 
 

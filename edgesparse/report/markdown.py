@@ -50,7 +50,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             if a.get("note"):
                 out.append(f"- `{a['path']}`: {a['note']}")
         out.append("")
-    out += _regularize(r) + _pruning(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
+    out += _regularize(r) + _pruning(r) + _lowrank(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
     return "\n".join(out)
 
@@ -88,6 +88,29 @@ def _pruning(r: dict[str, Any]) -> list[str]:
                   "least-squares refit on calibration activations):", "",
                   table(["step", "layer", "error before", "error after"], errors), ""]
     return lines + [""]
+
+
+def _lowrank(r: dict[str, Any]) -> list[str]:
+    f = (r.get("facts") or {}).get("lowrank")
+    if not f or "layers" not in f:
+        return []
+    lines = ["## Low-rank factorisation", "",
+             f"Method {f.get('method')}, ranks by {f.get('selection')}, rounded to {f.get('round_to')}. "
+             f"MACs {fmt(f.get('macs_before'))} → {fmt(f.get('macs_after'))}, params {fmt(f.get('params_before'))} "
+             f"→ {fmt(f.get('params_after'))}. Errors: relative output error of each layer on held-out "
+             "calibration samples, before → after the least-squares refit of its last factor.", "",
+             table(["layer", "form", "rank", "limit", "MACs before", "MACs after", "error before", "error after",
+                    "factorised"],
+                   [[l["layer"], l["form"], "×".join(map(str, l["ranks"])), "×".join(map(str, l["limits"])),
+                     l["macs_before"], l["macs_after"], l["error_before"], l["error_after"],
+                     "yes" if l.get("kept", True) else f"no ({fmt(l.get('speedup_host'))}× on this host)"]
+                    for l in f["layers"]]), ""]
+    if f.get("accuracy_before") is not None:
+        lines += [f"Keras validation accuracy: {fmt(f['accuracy_before'])} % → {fmt(f.get('accuracy_refit'))} % "
+                  f"after the refit → {fmt(f.get('accuracy_after'))} % after the fine-tune.", ""]
+    if f.get("measured_on"):
+        lines += [f"- {f['measured_on']}", ""]
+    return lines
 
 
 def _sparsity(r: dict[str, Any]) -> list[str]:

@@ -1,0 +1,154 @@
+"""Low-rank factorisation (issue 12): whitened vs plain SVD, and lowrank vs channel pruning.
+
+Part 1, digits MLP: every hidden Dense at the same rank, no fine-tune: plain SVD of the weights,
+the whitened (data-aware) SVD, and the whitened SVD with the least-squares refit; Keras accuracy.
+
+Part 2, the sample CNN and a MobileNet-style CNN trained here on digits: at <= `--macs` of the
+MACs, lowrank (auto, with a short fine-tune), channel pruning (same fine-tune) and prune then
+lowrank (prune to 0.7, lowrank to the rest, one fine-tune): accuracy over seeds, and LiteRT fp32
+batch-1 p50 measured interleaved in one run against the original.
+
+    python benchmarks/lowrank.py
+    python benchmarks/lowrank.py --seeds 0 1 2 --epochs 4 --macs 0.5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SAMPLE_DATA, SAMPLES, interleaved_latency, machine_info, machine_lines  # noqa: E402
+
+from edgesparse._tf import keras  # noqa: E402
+from edgesparse.convert.tflite import to_tflite  # noqa: E402
+from edgesparse.data import load_data  # noqa: E402
+from edgesparse.graph.stats import count_macs  # noqa: E402
+from edgesparse.passes.lowrank.pass_ import LowRankPass  # noqa: E402
+from edgesparse.passes.lowrank.procedure import Settings, factorise_model  # noqa: E402
+from edgesparse.passes.prune.pass_ import PrunePass  # noqa: E402
+from edgesparse.pipeline import RunContext  # noqa: E402
+from edgesparse.state import ModelState  # noqa: E402
+from edgesparse.train.losses import CrossEntropy  # noqa: E402
+from edgesparse.train.metrics import accuracy  # noqa: E402
+from edgesparse.train.trainer import train  # noqa: E402
+
+L = keras.layers
+
+
+def part1(ranks: list[int]) -> list[str]:
+    mlp = keras.models.load_model(SAMPLES / "digits_mlp.keras")
+    d = np.load(SAMPLE_DATA)
+    x_tr, x_val, y_val = d["x_train"].reshape(-1, 64), d["x_val"].reshape(-1, 64), d["y_val"]
+    base = accuracy(mlp, x_val, y_val)
+    rows = ["| rank (fc1, fc2) | MACs kept | plain SVD | whitened SVD | whitened + refit | whitened - plain |",
+            "|---|---|---|---|---|---|"]
+    for r in ranks:
+        pin = {"fc1": (r,), "fc2": (r,)}
+        acc = {}
+        for name, whiten, refit in (("plain", False, False), ("white", True, False), ("refit", True, True)):
+            res = factorise_model(mlp, Settings(ranks=pin, whiten=whiten, refit=refit), x_tr[:512])
+            acc[name] = accuracy(res.model, x_val, y_val)
+            kept = res.facts["macs_kept"]
+        rows.append(f"| {r} | {kept:.1%} | {acc['plain']:.2f} | {acc['white']:.2f} | {acc['refit']:.2f} | "
+                    f"{acc['white'] - acc['plain']:+.2f} |")
+    return [f"digits MLP (Dense 64-256-256-10), unfactorised {base:.2f} %, 360 validation samples, "
+            "no fine-tune:", ""] + rows
+
+
+def mobile_cnn(data, seed: int = 0, epochs: int = 30):
+    """A MobileNet-style digits CNN (conv stem, two depthwise-separable blocks), trained here."""
+    keras.utils.set_random_seed(seed)
+    i = L.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(i)))
+    for n, (w, s) in enumerate(((64, 1), (128, 2))):
+        x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False)(x)))
+        x = L.ReLU()(L.BatchNormalization()(L.Conv2D(w, 1, use_bias=False, name=f"pw{n}")(x)))
+    x = L.Conv2D(128, 3, padding="same", activation="relu", name="head_conv")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    o = L.Dense(10, activation="softmax", name="probs")(L.Dense(64, activation="relu", name="fc")(x))
+    m = keras.Model(i, o, name="mobile_digits")
+    train(m, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=epochs, lr=2e-3, seed=seed)
+    return m
+
+
+def _ctx(data, tmp, seed):
+    from edgesparse.targets import load_target
+    return RunContext(target=load_target("rpi4"), data=data, workdir=Path(tmp), seed=seed)
+
+
+def _clone(m):
+    c = keras.models.clone_model(m)
+    c.set_weights(m.get_weights())
+    return c
+
+
+def variants(model, data, macs: float, epochs: int, seed: int, tmp) -> dict:
+    ctx = _ctx(data, tmp, seed)
+    out = {}
+    out["lowrank"] = LowRankPass(macs=macs, method="auto", finetune_epochs=epochs).run(
+        ModelState(model=_clone(model), name="m"), ctx).model
+    out["prune"] = PrunePass(macs=macs, criterion="l1", finetune_epochs=epochs).run(
+        ModelState(model=_clone(model), name="m"), ctx).model
+    pruned = PrunePass(macs=0.7, criterion="l1").run(ModelState(model=_clone(model), name="m"), ctx).model
+    rest = min(1.0, macs * count_macs(model) / count_macs(pruned))
+    out["prune+lowrank"] = LowRankPass(macs=rest, method="auto", finetune_epochs=epochs).run(
+        ModelState(model=pruned, name="m"), ctx).model
+    return out
+
+
+def part2(name, model, data, macs, epochs, seeds, tmp) -> list[str]:
+    base = accuracy(model, data.x_val, data.y_val)
+    accs: dict[str, list[float]] = {}
+    macs_of: dict[str, int] = {}
+    first = None
+    for seed in seeds:
+        vs = variants(model, data, macs, epochs, seed, tmp)
+        first = first or vs
+        for k, m in vs.items():
+            accs.setdefault(k, []).append(accuracy(m, data.x_val, data.y_val))
+            macs_of[k] = count_macs(m)
+    paths = {"original": Path(tmp) / f"{name}-original.tflite"}
+    paths["original"].write_bytes(to_tflite(model, "fp32"))
+    for k, m in first.items():
+        paths[k] = Path(tmp) / f"{name}-{k}.tflite"
+        paths[k].write_bytes(to_tflite(m, "fp32"))
+    lat = interleaved_latency(paths, "litert", 1, data.x_val[:1], rounds=30)
+    m0 = count_macs(model)
+    rows = [f"| original | {m0:,} | 100% | {base:.2f} | — | {lat['original'].p50_us:.1f} | 1.00x |"]
+    for k in first:
+        a = np.asarray(accs[k])
+        rows.append(f"| {k} | {macs_of[k]:,} | {macs_of[k] / m0:.1%} | {a.mean():.2f} ± {a.std():.2f} | "
+                    f"{a.mean() - base:+.2f} | {lat[k].p50_us:.1f} | {lat['original'].p50_us / lat[k].p50_us:.2f}x |")
+    return [f"{name}: at most {macs:.0%} of the MACs, fine-tune {epochs} epochs, seeds {list(seeds)} "
+            "(mean ± std), LiteRT fp32 batch 1, 1 thread, interleaved (p50 of single inferences):", "",
+            "| variant | MACs | kept | accuracy % | vs original | p50 µs | speed-up |",
+            "|---|---|---|---|---|---|---|"] + rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8, 16, 32])
+    p.add_argument("--macs", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--skip", nargs="*", default=[], help="parts to skip: mlp cnn mobile")
+    args = p.parse_args()
+    lines = machine_lines(machine_info()) + [""]
+    if "mlp" not in args.skip:
+        lines += part1(args.ranks) + [""]
+    data = load_data(SAMPLE_DATA, (8, 8, 1), 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "cnn" not in args.skip:
+            cnn = keras.models.load_model(SAMPLES / "digits_cnn.keras")
+            lines += part2("digits_cnn", cnn, data, args.macs, args.epochs, args.seeds, tmp) + [""]
+        if "mobile" not in args.skip:
+            lines += part2("mobile_digits", mobile_cnn(data), data, args.macs, args.epochs, args.seeds, tmp) + [""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
