@@ -119,7 +119,7 @@ def _register_subcommands() -> None:
     """Commands owned by other modules; each module imports its heavy parts lazily."""
     import importlib
 
-    for module in ("edgesparse.cli.prune", "edgesparse.cli.sparsify", "edgesparse.cli.lowrank",
+    for module in ("edgesparse.cli.prune", "edgesparse.cli.sparsify", "edgesparse.cli.lowrank", "edgesparse.cli.grow",
                    "edgesparse.cli.profile", "edgesparse.cli.release", "edgesparse.cli.tune"):
         try:
             mod = importlib.import_module(module)

@@ -8,7 +8,7 @@ sparsify, distill), then quantize (and qat), export, verify.
 """
 import importlib
 
-BUILTIN_MODULES = ("importer", "regularize", "prune.pass_", "sparsify.pass_", "lowrank.pass_", "distill", "qat",
+BUILTIN_MODULES = ("importer", "regularize", "grow", "prune.pass_", "sparsify.pass_", "lowrank.pass_", "distill", "qat",
                    "quantize", "export", "verify")
 
 

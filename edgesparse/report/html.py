@@ -66,6 +66,7 @@ def render_html(r: dict[str, Any]) -> str:
         _warnings(r),
         _summary(r),
         _regularize(r.get("facts", {}).get("regularize"), draw),
+        _grow(r.get("facts", {}).get("grow"), draw),
         _prune(r.get("facts", {}).get("prune"), draw),
         _lowrank(r.get("facts", {}).get("lowrank")),
         _trajectory(r, draw),
@@ -127,6 +128,22 @@ def _regularize(f: dict[str, Any] | None, draw: bool) -> str:
     widths = f.get("widths") or {}
     if widths:
         out.append(table(["layer", "channels before", "non-zero after"], [[k, v[0], v[1]] for k, v in widths.items()]))
+    return "\n".join(out)
+
+
+def _grow(f: dict[str, Any] | None, draw: bool) -> str:
+    if not f or not f.get("trajectory"):
+        return ""
+    layers = list(f["trajectory"][0]["widths"])
+    out = ["<h2>Growing the network</h2>",
+           f'<p class="meta">Start width {e(f["start_width"])} ({e(f["weights"])} weights); target '
+           f'{e(f["target_accuracy"])}% ({e(f["target_source"])}) {"reached" if f["reached"] else "missed"}, '
+           f'stopped by {e(f["stopped_by"])}; {e(format(f["mac_epochs"], ".3g"))} MAC-epochs.</p>']
+    if draw:
+        out.append(image(plots.grow_plot(f["trajectory"]), "accuracy and MACs against training cost; widths per step"))
+    out.append(table(["step", "event", "epochs", "val accuracy (%)", "MACs", "params", "connections", *layers],
+                     [[t["step"], t["event"], t["epochs"], t["accuracy"], t["macs"], t["params"], t["connections"],
+                       *(t["widths"][k] for k in layers)] for t in f["trajectory"]]))
     return "\n".join(out)
 
 

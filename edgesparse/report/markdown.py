@@ -50,7 +50,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             if a.get("note"):
                 out.append(f"- `{a['path']}`: {a['note']}")
         out.append("")
-    out += _regularize(r) + _pruning(r) + _lowrank(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
+    out += _regularize(r) + _grow(r) + _pruning(r) + _lowrank(r) + _sparsity(r) + _budget(r) + _control(r) + _latency(r)
     out += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
     return "\n".join(out)
 
@@ -67,6 +67,21 @@ def _regularize(r: dict[str, Any]) -> list[str]:
                    for t in f["trajectory"]]), "",
             table(["layer", "channels before", "non-zero after"],
                   [[k, v[0], v[1]] for k, v in (f.get("widths") or {}).items()]), ""]
+
+
+def _grow(r: dict[str, Any]) -> list[str]:
+    f = (r.get("facts") or {}).get("grow")
+    if not f or not f.get("trajectory"):
+        return []
+    layers = list(f["trajectory"][0]["widths"])
+    return ["## Growing the network", "",
+            f"Started at width {f['start_width']:g}" + (f", density {f['start_density']:g}" if f.get("start_density") else "")
+            + f" ({f['weights']} weights); target {fmt(f['target_accuracy'])}% ({f['target_source']}) "
+            + ("reached" if f["reached"] else "**missed**") + f", stopped by {f['stopped_by']}. Training cost "
+            f"{f['mac_epochs']:.3g} MAC-epochs ({f['mac_epochs_per_given_epoch']:g} epochs of the given architecture).", "",
+            table(["step", "event", "epochs", "val accuracy %", "MACs", "params", "connections", "MAC-epochs", *layers],
+                  [[t["step"], t["event"], t["epochs"], t["accuracy"], t["macs"], t["params"], t["connections"],
+                    f"{t['mac_epochs']:.3g}", *(t["widths"][k] for k in layers)] for t in f["trajectory"]]), ""]
 
 
 def _pruning(r: dict[str, Any]) -> list[str]:

@@ -92,6 +92,37 @@ def regularize_plot(trajectory: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def grow_plot(trajectory: list[dict[str, Any]]) -> bytes | None:
+    """The grow pass step by step: validation accuracy and MACs against MAC-epochs spent, and the
+    width of every growing layer with the connections (nonzero kernel weights)."""
+    if not trajectory:
+        return None
+    cost = [r["mac_epochs"] for r in trajectory]
+    fig, axes = _figure(9, 3.2, 1, 2)
+    ax = axes[0][0]
+    ax.plot(cost, [r["accuracy"] for r in trajectory], color=COLORS[2], marker="o", label="val accuracy %")
+    ax.set_xlabel("training cost spent (MAC-epochs)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("growth trajectory")
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.step(cost, [r["macs"] for r in trajectory], where="post", color=COLORS[1], label="MACs")
+    twin.set_ylabel("MACs")
+    ax = axes[0][1]
+    steps = [r["step"] for r in trajectory]
+    for i, name in enumerate(trajectory[0].get("widths", {})):
+        ax.plot(steps, [r["widths"][name] for r in trajectory], color=COLORS[i % len(COLORS)], marker="o", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("channels")
+    ax.set_title("width per layer, connections")
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(steps, [r["connections"] for r in trajectory], color=COLORS[7], linestyle="--", label="connections")
+    twin.set_ylabel("nonzero kernel weights")
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
 def sensitivity_plot(sensitivity: dict[str, Any]) -> bytes | None:
     """One curve per channel group: the metric (%) against the fraction of its channels removed."""
     table = sensitivity.get("table") or []

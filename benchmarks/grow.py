@@ -1,0 +1,136 @@
+"""The `grow` pass against training the final architecture from scratch (issue 11, "Done when").
+
+    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--json out.json]
+
+sklearn digits (the same 80/20 test split as benchmarks/dynamic_sparse.py; 15% of the training
+part is the validation split grow and the control stop on), the 64-256-256-10 MLP family.
+
+1. grow vs scratch: grow starts at width 0.25 (64-64) with re-initialised weights and grows by
+   0.25 of the given width on every plateau until the MAC cap (1.0: 64-256-256-10) is spent
+   (target 100%, so only the cap stops it). The control trains the architecture grow ended at
+   from scratch with the same loop, patience and epoch limit. Cost is MAC-epochs: dense MACs of
+   the network trained x its epochs, summed over grow's phases.
+2. grow-and-prune: start at width 0.25, grow until validation accuracy reaches the target
+   (default 98%) or the cap, then prune to 2,000 nonzero kernel weights.
+
+Accuracy is test accuracy in percent (a split neither run saw), mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgesparse._tf import keras  # noqa: E402
+from edgesparse.graph.stats import count_macs  # noqa: E402
+from edgesparse.passes.grow import GrowConfig, Grower  # noqa: E402
+from edgesparse.train.losses import CrossEntropy  # noqa: E402
+from edgesparse.train.metrics import accuracy  # noqa: E402
+from edgesparse.train.trainer import train  # noqa: E402
+
+
+def digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
+    x_tr, x_val, y_tr, y_val = train_test_split(x_tr, y_tr, test_size=0.15, random_state=0, stratify=y_tr)
+    return SimpleNamespace(x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val, x_test=x_te, y_test=y_te)
+
+
+def mlp(widths: tuple[int, ...], seed: int):
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((64,))
+    h = i
+    for n, w in enumerate(widths):
+        h = keras.layers.Dense(w, activation="relu", name=f"fc{n + 1}")(h)
+    return keras.Model(i, keras.layers.Dense(10, name="logits")(h))
+
+
+def nonzero_kernels(model) -> int:
+    return int(sum(np.count_nonzero(l.kernel.numpy()) for l in model.layers if hasattr(l, "kernel")))
+
+
+def grow_run(data, cfg: GrowConfig, seed: int) -> dict:
+    given = mlp((256, 256), seed)
+    g = Grower(given, cfg, data, seed, teacher=given)
+    net, facts = g.run()
+    return {"test": accuracy(net, data.x_test, data.y_test), "mac_epochs": facts["mac_epochs"],
+            "epochs": facts["epochs"], "widths": facts["final"]["widths"], "nonzero": nonzero_kernels(net),
+            "stopped_by": facts["stopped_by"], "grown_val": facts["grown"]["accuracy"],
+            "steps": [(r["event"], r["epochs"], r["accuracy"], r["widths"]) for r in facts["trajectory"]]}
+
+
+def scratch_run(data, widths: tuple[int, ...], cfg: GrowConfig, seed: int) -> dict:
+    model = mlp(widths, seed + 1000)
+    result = train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=cfg.max_epochs,
+                   lr=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed,
+                   validation=(data.x_val, data.y_val), patience=cfg.patience)
+    return {"test": accuracy(model, data.x_test, data.y_test), "epochs": result.epochs_run,
+            "mac_epochs": float(count_macs(model)) * result.epochs_run}
+
+
+def ms(values) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--max-epochs", type=int, default=60)
+    ap.add_argument("--prune-target", type=float, default=98.0, help="grow-and-prune: grow until this val accuracy")
+    ap.add_argument("--prune-to", type=int, default=2000)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    data = digits()
+    started = time.time()
+    grow_cfg = GrowConfig(start_width=0.25, target_accuracy=100.0, max_macs=1.0, max_epochs=args.max_epochs)
+    prune_cfg = GrowConfig(start_width=0.25, target_accuracy=args.prune_target, max_macs=1.0,
+                           max_epochs=args.max_epochs, prune_to_params=args.prune_to)
+    rows = []
+    for seed in range(args.seeds):
+        grown = grow_run(data, grow_cfg, seed)
+        widths = tuple(grown["widths"][f"fc{i + 1}"] for i in range(2))
+        scratch = scratch_run(data, widths, grow_cfg, seed)
+        pruned = grow_run(data, prune_cfg, seed)
+        rows.append({"seed": seed, "grow": grown, "scratch": scratch, "grow_prune": pruned})
+        print(f"seed {seed}: grow {grown['test']:.2f}% ({grown['mac_epochs']:.3g} MAC-epochs, {grown['epochs']} ep, "
+              f"{widths}) | scratch {scratch['test']:.2f}% ({scratch['mac_epochs']:.3g}, {scratch['epochs']} ep) | "
+              f"grow+prune {pruned['test']:.2f}% at {pruned['nonzero']} nonzero ({pruned['widths']})", flush=True)
+        for step in grown["steps"]:
+            print("   grow", step)
+        for step in pruned["steps"]:
+            print("   grow+prune", step)
+    minutes = (time.time() - started) / 60
+    g = [r["grow"]["test"] for r in rows]
+    s = [r["scratch"]["test"] for r in rows]
+    ratio = [r["grow"]["mac_epochs"] / r["scratch"]["mac_epochs"] for r in rows]
+    p = [r["grow_prune"]["test"] for r in rows]
+    nz = [r["grow_prune"]["nonzero"] for r in rows]
+    print(f"\n{args.seeds} seeds, {minutes:.1f} min\n")
+    print("| variant | test accuracy % | training cost (MAC-epochs) | nonzero kernel weights |")
+    print("|---|---|---|---|")
+    print(f"| grow 0.25 → cap | {ms(g)} | {np.mean([r['grow']['mac_epochs'] for r in rows]):.3g} | "
+          f"{np.mean([r['grow']['nonzero'] for r in rows]):.0f} |")
+    print(f"| same final architecture from scratch | {ms(s)} | "
+          f"{np.mean([r['scratch']['mac_epochs'] for r in rows]):.3g} | |")
+    print(f"| grow-and-prune (to {args.prune_to}) | {ms(p)} | "
+          f"{np.mean([r['grow_prune']['mac_epochs'] for r in rows]):.3g} | {max(nz)} (max) |")
+    print(f"\ngrow − scratch: {np.mean(g) - np.mean(s):+.2f} points; grow cost / scratch cost: "
+          f"{np.mean(ratio):.2f} (per seed {', '.join(f'{r:.2f}' for r in ratio)})")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "minutes": minutes}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

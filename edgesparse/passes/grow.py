@@ -1,0 +1,482 @@
+"""The `grow` pass: start small, grow connections and neurons while training, until good enough.
+
+    - grow: {start_width: 0.25, target_accuracy: 97, max_macs: 1.0}
+    - grow: {start_width: 0.25, start_density: 0.2, prune_to_params: 2000}     # NeST-style
+
+1. Start: every prunable channel group of the given network is shrunk to `start_width` of its
+   channels (graph/surgery.shrink) and the weights are RE-INITIALISED. Not the kept slice of the
+   given weights: that would be pruning the trained model, whose training cost nobody counts, and
+   the "same architecture trained from scratch" control would no longer be a fair comparison. The
+   given model is the teacher: it names the architecture family and the accuracy to reach.
+   With `start_density` the start is also sparse: that fraction of every Dense/Conv kernel is
+   active (random), on the masks of train/masks.py (masked weights stay zero, no moments).
+2. Train (the one training loop) until validation accuracy has not improved for `patience`
+   epochs (a plateau; the best epoch's weights are kept) or the target is reached.
+3. On a plateau, grow:
+   - connections (sparse start only): `connection_step` x the active count of every layer, the
+     inactive positions with the largest dense gradient (RigL's regrowth without the drop). They
+     start at zero, so the function is unchanged;
+   - neurons/channels: every prunable group gains `grow_step` x its given width
+     (graph/surgery.grow: new producer columns, zero input rows in their consumers, so the
+     function is unchanged); halved until the MAC/parameter cap allows it. New positions in a
+     masked kernel are active with the layer's density.
+4. Stop when the target is reached (`target_accuracy`, else the teacher's accuracy minus
+   `accuracy_budget`), the cap is spent, or `max_epochs` are used.
+5. Optionally prune (`prune_to_params`: nonzero kernel weights): magnitude masks on a cubic
+   schedule over `prune_epochs`, every layer keeping at least one weight per output unit.
+
+Every step is recorded: widths, connections (nonzero kernel weights), accuracy, MACs, epochs,
+and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from edgesparse.errors import UserError
+from edgesparse.pipeline import LABELS, Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
+from edgesparse.state import ModelState
+
+GRADIENT_BATCH = 256        # samples in the dense-gradient batch of connection growth
+PRUNE_UPDATES = 10          # mask updates of the final prune (cubic schedule)
+
+
+class GrowConfig(PassConfig):
+    start_width: float = Field(0.25, description="fraction of every prunable group's channels the growth starts from, in (0, 1]")
+    start_density: Optional[float] = Field(None, description="start sparse too: fraction of kernel weights active, in (0, 1]")
+    target_accuracy: Optional[float] = Field(None, gt=0, le=100, description="stop growing at this validation accuracy (%); "
+                                                                             "default: the given model's minus accuracy_budget")
+    accuracy_budget: float = Field(1.0, ge=0, description="points below the given model's accuracy that count as good enough")
+    max_macs: float = Field(1.0, gt=0, description="growth cap: MACs as a fraction of the given architecture's")
+    max_params: Optional[float] = Field(None, gt=0, description="growth cap: (nonzero) parameters as a fraction of the given architecture's")
+    grow_step: float = Field(0.25, gt=0, le=4, description="channels added per growth, as a fraction of each group's given width")
+    connection_step: float = Field(1.0, gt=0, le=10, description="sparse start: connections grown per growth, as a fraction of the active ones")
+    patience: int = Field(3, ge=1, le=100, description="epochs without a better validation accuracy that count as a plateau")
+    max_epochs: int = Field(60, ge=1, le=10_000, description="training epochs in all, the prune phase aside")
+    prune_to_params: Optional[int] = Field(None, ge=1, description="prune at the end to this many nonzero kernel weights (grow-and-prune)")
+    prune_epochs: int = Field(10, ge=1, le=1000, description="epochs of the final prune")
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    seed: Optional[int] = Field(None, description="default: the build's seed")
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if not 0.0 < self.start_width <= 1.0:
+            raise ValueError(f"start_width {self.start_width:g} is outside (0, 1]; it is the fraction of the "
+                             "given channels the growth starts from, e.g. 0.25")
+        if self.start_density is not None and not 0.0 < self.start_density <= 1.0:
+            raise ValueError(f"start_density {self.start_density:g} is outside (0, 1]; it is the fraction of "
+                             "kernel weights active at the start, e.g. 0.2")
+        return self
+
+
+@register_pass
+class GrowPass(Pass):
+    """Grow a small network (connections by gradient, neurons by function-preserving widening)
+    until it reaches the target accuracy or the MAC/parameter cap."""
+
+    name = "grow"
+    Config = GrowConfig
+    needs = frozenset({LABELS})
+    changes_model = True
+    stage = Stage.TRANSFORM
+    summary = ("grow a small network while training: connections by gradient, neurons by function-preserving "
+               "widening, until the target accuracy or the MAC/parameter cap; optional final prune")
+
+    def check(self, plan: PlanContext) -> list[str]:
+        if not plan.data.labelled:
+            return ["grow trains from labels and stops on validation accuracy; give labelled --data "
+                    "(x_train/y_train, or x/y which is split)"]
+        return []
+
+    def run(self, state: ModelState, ctx: RunContext) -> ModelState:
+        c: GrowConfig = self.config
+        data = ctx.data
+        if not data.labelled or data.x_train is None or data.x_val is None:
+            raise UserError("grow needs labelled training and validation data (x_train/y_train and a "
+                            "validation split) to measure its target; give labelled --data")
+        seed = ctx.seed if c.seed is None else c.seed
+        grower = Grower(state.model, c, data, seed, teacher=state.reference or state.model,
+                        progress=ctx.progress)
+        model, facts = grower.run()
+        for w in grower.warnings:
+            state.warn(w)
+        state.model = model
+        state.record(self.name, **facts)
+        return state
+
+
+# ----------------------------------------------------------------------------- the algorithm
+
+
+def maskable(model) -> list[str]:
+    from edgesparse.graph import linear
+
+    return [l.name for l in model.layers if linear.why_not_linear(l) is None and getattr(l, "kernel", None) is not None]
+
+
+def _top(score: np.ndarray, k: int, allowed: np.ndarray) -> np.ndarray:
+    """Mask of the k highest scores among `allowed` (ties by position)."""
+    flat = np.where(allowed.ravel(), score.ravel().astype(np.float64), -np.inf)
+    out = np.zeros(flat.size, dtype=bool)
+    if k > 0:
+        out[np.argsort(-flat, kind="stable")[:k]] = True
+    return out.reshape(score.shape) & allowed
+
+
+class Grower:
+    """One grow run: the network, its masks (sparse start) and the record of every step."""
+
+    def __init__(self, given, c: GrowConfig, data, seed: int, teacher, progress=None):
+        from edgesparse.graph.channels import ChannelGraph
+        from edgesparse.graph.flatten import flatten_nested
+        from edgesparse.graph.stats import count_macs, count_params
+        from edgesparse.train.metrics import accuracy
+
+        self.c, self.data, self.seed, self.progress = c, data, seed, progress
+        self.rng = np.random.default_rng(seed)
+        self.warnings: list[str] = []
+        given, _, _ = flatten_nested(given)
+        graph = ChannelGraph(given)
+        self.groups = [g for g in graph.prunable_groups]
+        if not self.groups:
+            raise UserError(f"grow: {given.name} has no channel group that can grow (run `edgesparse inspect "
+                            "MODEL` to see why)")
+        self.given_width = {g.producers[0]: g.size for g in self.groups}
+        self.macs_given, self.params_given = count_macs(given), count_params(given)
+        self.teacher_accuracy = accuracy(teacher, data.x_val, data.y_val)
+        if c.target_accuracy is not None:
+            self.target, self.target_source = float(c.target_accuracy), "target_accuracy"
+        else:
+            self.target = self.teacher_accuracy - c.accuracy_budget
+            self.target_source = f"given model {self.teacher_accuracy:.2f}% - budget {c.accuracy_budget:g}"
+        self.net = self._start(given, graph)
+        self.masks: dict[str, np.ndarray] | None = None
+        if c.start_density is not None and c.start_density < 1.0:
+            self.masks = {n: self.rng.random(tuple(self.net.get_layer(n).kernel.shape)) < c.start_density
+                          for n in maskable(self.net)}
+            for n, m in self.masks.items():
+                m.flat[self.rng.integers(m.size)] = True        # never an empty layer
+                k = self.net.get_layer(n).kernel
+                k.assign(k.numpy() * m)
+        self._check_caps()
+        self.trajectory: list[dict[str, Any]] = []
+        self.epochs = 0
+        self.mac_epochs = 0.0
+
+    # ---------------------------------------------------------------- the start
+
+    def _start(self, given, graph):
+        from edgesparse._tf import keras
+        from edgesparse.graph.surgery import shrink
+
+        removed = {g.id: np.arange(self.start_units(g.size), g.size) for g in self.groups}
+        small = shrink(given, graph, graph.atom_keep_from_units(removed))
+        keras.utils.set_random_seed(self.seed)
+        fresh = keras.models.clone_model(small)          # re-initialised: see the module docstring
+        fresh.build(small.input_shape)
+        return fresh
+
+    def start_units(self, size: int) -> int:
+        return max(1, int(round(self.c.start_width * size)))
+
+    def cap(self) -> tuple[float, float | None]:
+        macs = self.c.max_macs * self.macs_given
+        params = None if self.c.max_params is None else self.c.max_params * self.params_given
+        return macs, params
+
+    def _check_caps(self) -> None:
+        macs_cap, params_cap = self.cap()
+        macs, params = self.macs(), self.params()
+        if macs > macs_cap:
+            raise UserError(f"grow: the growth cap max_macs={self.c.max_macs:g} ({macs_cap:,.0f} MACs) is smaller "
+                            f"than the starting network ({macs:,} MACs at start_width {self.c.start_width:g}); "
+                            "raise max_macs or lower start_width")
+        if params_cap is not None and params > params_cap:
+            raise UserError(f"grow: the growth cap max_params={self.c.max_params:g} ({params_cap:,.0f} parameters) "
+                            f"is smaller than the starting network ({params:,} at start_width "
+                            f"{self.c.start_width:g}); raise max_params or lower start_width")
+        if self.c.prune_to_params is not None:
+            floor = self.prune_floor(self.net)
+            if self.c.prune_to_params < floor:
+                raise UserError(f"grow: prune_to_params={self.c.prune_to_params} is below {floor}, one weight "
+                                "per output unit of every layer of the starting network; ask for more")
+
+    # ---------------------------------------------------------------- measures
+
+    def macs(self, net=None) -> int:
+        from edgesparse.graph.stats import count_macs
+
+        return count_macs(net or self.net)
+
+    def connections(self, net=None) -> int:
+        from edgesparse.graph import linear
+
+        net = net or self.net
+        return int(sum(np.count_nonzero(k.numpy()) for l in net.layers for k in linear.kernels_of(l)))
+
+    def params(self, net=None, masks=None) -> int:
+        """Parameters, counting only the active connections of masked kernels."""
+        from edgesparse.graph.stats import count_params
+
+        net, masks = net or self.net, self.masks if masks is None else masks
+        total = count_params(net)
+        for name, m in (masks or {}).items():
+            total -= int(m.size - m.sum())
+        return total
+
+    def widths(self, net=None) -> dict[str, int]:
+        net = net or self.net
+        return {p: int(net.get_layer(p).output_shape[-1]) for p in self.given_width}
+
+    def accuracy(self) -> float:
+        from edgesparse.train.metrics import accuracy
+
+        return accuracy(self.net, self.data.x_val, self.data.y_val)
+
+    def record(self, event: str, **extra) -> None:
+        self.trajectory.append({"step": len(self.trajectory), "event": event, "epochs": self.epochs,
+                                "mac_epochs": float(self.mac_epochs), "accuracy": round(self.accuracy(), 3),
+                                "macs": self.macs(), "params": self.params(), "connections": self.connections(),
+                                "widths": self.widths(), **extra})
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self):
+        c = self.c
+        macs_cap, params_cap = self.cap()
+        self.record("start")
+        stop = "epochs"
+        while self.epochs < c.max_epochs:
+            self.train_phase(c.max_epochs - self.epochs)
+            if self.trajectory[-1]["accuracy"] >= self.target:
+                stop = "target"
+                break
+            if self.epochs >= c.max_epochs:
+                break
+            grew = self.grow_connections(params_cap) + self.grow_neurons(macs_cap, params_cap)
+            if not grew:
+                stop = "cap"
+                break
+        reached = self.trajectory[-1]["accuracy"] >= self.target
+        grown = {"macs": self.macs(), "params": self.params(), "widths": self.widths(),
+                 "accuracy": self.trajectory[-1]["accuracy"]}
+        if c.prune_to_params is not None:
+            self.prune(c.prune_to_params)
+        final = self.trajectory[-1]
+        if not reached:
+            self.warnings.append(f"grow stopped ({'the cap is spent' if stop == 'cap' else 'max_epochs used'}) at "
+                                 f"{grown['accuracy']:.2f}% validation accuracy, short of the target "
+                                 f"{self.target:.2f}%; raise max_macs/max_params or max_epochs, or lower the target")
+        model = self.net                    # the zeros are in the weights; no mask leaves the pass
+        facts = {"start_width": c.start_width, "start_density": c.start_density,
+                 "weights": "re-initialised", "target_accuracy": round(self.target, 3),
+                 "target_source": self.target_source, "teacher_accuracy": round(self.teacher_accuracy, 3),
+                 "reached": bool(reached), "stopped_by": stop,
+                 "cap": {"max_macs": c.max_macs, "max_params": c.max_params, "macs": int(macs_cap),
+                         "params": None if params_cap is None else int(params_cap)},
+                 "given": {"macs": self.macs_given, "params": self.params_given, "widths": self.given_width},
+                 "grown": grown, "prune_to_params": c.prune_to_params,
+                 "final": {"accuracy": final["accuracy"], "macs": final["macs"], "params": final["params"],
+                           "connections": final["connections"], "widths": final["widths"]},
+                 "epochs": self.epochs, "mac_epochs": float(self.mac_epochs),
+                 "mac_epochs_per_given_epoch": round(self.mac_epochs / max(self.macs_given, 1), 3),
+                 "trajectory": self.trajectory}
+        return model, facts
+
+    def _fit(self, epochs: int, masks: dict | None, validate: bool, callbacks=(), label="grow: training"):
+        from edgesparse.train.callbacks import MaskUpdate
+        from edgesparse.train.losses import CrossEntropy
+        from edgesparse.train.masks import Masks
+        from edgesparse.train.trainer import train
+
+        bound = Masks(self.net, masks) if masks else None
+        # The masks bind to the trainer's optimizer (the sparse optimizer) and hold after every step.
+        cbs = ([MaskUpdate(bound, None, net=self.net)] if bound else []) + list(callbacks)
+        post = [bound.apply] if bound else []
+        result = train(self.net, (self.data.x_train, self.data.y_train), loss=CrossEntropy(), epochs=epochs,
+                       lr=self.c.learning_rate, batch_size=self.c.batch_size, seed=self.seed + self.epochs,
+                       validation=(self.data.x_val, self.data.y_val) if validate else None,
+                       patience=self.c.patience if validate else None, callbacks=cbs, post_step=post,
+                       progress=self.progress, label=label)
+        if bound is not None:
+            bound.strip()
+        self.epochs += result.epochs_run
+        self.mac_epochs += float(self.macs()) * result.epochs_run
+        return result
+
+    def train_phase(self, epochs: int) -> None:
+        """Train until a plateau (`patience` epochs without a better validation accuracy), the
+        target, or `epochs`; the best epoch's weights are kept."""
+        result = self._fit(epochs, self.masks, validate=True, callbacks=[_stop_at_target(self.target)])
+        self.record("train", epochs_in_phase=result.epochs_run,
+                    plateau=bool(result.stopped_early and self.accuracy() < self.target))
+
+    # ---------------------------------------------------------------- growth
+
+    def dense_gradients(self, names: list[str]) -> dict[str, np.ndarray]:
+        from edgesparse._tf import tf
+        from edgesparse.train.losses import CrossEntropy
+
+        x, y = self.data.x_train, self.data.y_train
+        idx = self.rng.choice(len(x), size=min(GRADIENT_BATCH, len(x)), replace=False)
+        kernels = [self.net.get_layer(n).kernel for n in names]
+        with tf.GradientTape() as tape:
+            value = CrossEntropy()(self.net, tf.constant(np.asarray(x[idx], np.float32)),
+                                   tf.constant(np.asarray(y[idx])), training=False)
+        return {n: np.abs(g.numpy()) for n, g in zip(names, tape.gradient(value, kernels))}
+
+    def grow_connections(self, params_cap: float | None) -> int:
+        """RigL's regrowth without the drop: the inactive positions with the largest dense
+        gradient become active (at zero). Returns how many were grown."""
+        if self.masks is None or all(m.all() for m in self.masks.values()):
+            return 0
+        grads = self.dense_gradients(list(self.masks))
+        room = None if params_cap is None else int(params_cap - self.params())
+        wanted = {n: min(int(math.ceil(self.c.connection_step * m.sum())), int(m.size - m.sum()))
+                  for n, m in self.masks.items()}
+        if room is not None and sum(wanted.values()) > room:
+            scale = max(room, 0) / max(sum(wanted.values()), 1)
+            wanted = {n: int(k * scale) for n, k in wanted.items()}
+        grown = 0
+        for name, k in wanted.items():
+            new = _top(grads[name], k, ~self.masks[name])
+            self.masks[name] = self.masks[name] | new
+            grown += int(new.sum())
+        if grown:
+            self.record("grow connections", grown=grown)
+        return grown
+
+    def grow_neurons(self, macs_cap: float, params_cap: float | None) -> int:
+        """Widen every group by grow_step x its given width, halving the step until the cap
+        allows it. Returns the channels added."""
+        step = self.c.grow_step
+        while True:
+            adds = {p: max(1, int(math.ceil(step * w))) for p, w in self.given_width.items()}
+            wide, masks = self._widened(adds)
+            if self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap):
+                break
+            if all(a == 1 for a in adds.values()):
+                return 0
+            step /= 2
+        self.net, self.masks = wide, masks
+        added = int(sum(adds.values()))
+        self.record("grow neurons", added=adds)
+        return added
+
+    def _widened(self, adds: dict[str, int]):
+        from edgesparse.graph.functional import clone_with_weights
+        from edgesparse.graph.surgery import grow
+
+        wide = self.net
+        for producer, n in adds.items():
+            wide = grow(wide, producer, n)
+        if self.masks is None:
+            return wide, None
+        # The masks grow the same way: old inactive = 1, old active = 2, new = 0 (scale 0).
+        marks = clone_with_weights(self.net)
+        for name, m in self.masks.items():
+            marks.get_layer(name).kernel.assign(1.0 + m.astype(np.float32))
+        for producer, n in adds.items():
+            marks = grow(marks, producer, n, scale=0.0)
+        masks = {}
+        for name, m in self.masks.items():
+            mark = marks.get_layer(name).kernel.numpy()
+            fresh = (mark == 0) & (self.rng.random(mark.shape) < m.mean())
+            masks[name] = (mark == 2) | fresh
+            k = wide.get_layer(name).kernel
+            k.assign(k.numpy() * masks[name])
+        return wide, masks
+
+    # ---------------------------------------------------------------- the final prune
+
+    @staticmethod
+    def prune_floor(net) -> int:
+        return int(sum(net.get_layer(n).kernel.shape[-1] for n in maskable(net)))
+
+    def prune_masks(self, keep: int, allowed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`keep` connections in all: each layer first keeps its largest weight per output unit,
+        the rest go to the globally largest |w| / rms(layer) (layers of different scale compete
+        fairly, and none is emptied)."""
+        scores, masks = {}, {}
+        for name, ok in allowed.items():
+            w = np.abs(self.net.get_layer(name).kernel.numpy())
+            rms = float(np.sqrt(np.mean(w[ok] ** 2))) if ok.any() else 1.0
+            scores[name] = np.where(ok, w / max(rms, 1e-12), -np.inf)
+            flat = scores[name].reshape(-1, w.shape[-1])
+            m = np.zeros_like(flat, dtype=bool)
+            m[np.argmax(flat, axis=0), np.arange(flat.shape[1])] = True
+            masks[name] = m.reshape(w.shape) & ok
+        rest = keep - sum(int(m.sum()) for m in masks.values())
+        if rest > 0:
+            pool = np.concatenate([np.where(masks[n], -np.inf, s).ravel() for n, s in scores.items()])
+            chosen = np.zeros(pool.size, dtype=bool)
+            chosen[np.argsort(-pool, kind="stable")[:rest]] = True
+            chosen &= np.isfinite(pool)
+            at = 0
+            for name, s in scores.items():
+                masks[name] |= chosen[at:at + s.size].reshape(s.shape)
+                at += s.size
+        return masks
+
+    def prune(self, target: int) -> None:
+        from edgesparse.train.callbacks import MaskUpdate
+        from edgesparse.train.losses import CrossEntropy
+        from edgesparse.train.masks import Masks
+        from edgesparse.train.trainer import train
+
+        names = maskable(self.net)
+        allowed = {n: (self.masks[n] if self.masks else np.ones(tuple(self.net.get_layer(n).kernel.shape), bool))
+                   & (self.net.get_layer(n).kernel.numpy() != 0) for n in names}
+        start = sum(int(a.sum()) for a in allowed.values())
+        if target >= start:
+            self.warnings.append(f"grow: prune_to_params={target} but the grown network has only {start} nonzero "
+                                 "kernel weights; nothing was pruned")
+            return
+        floor = self.prune_floor(self.net)
+        if target < floor:
+            raise UserError(f"grow: prune_to_params={target} is below {floor}, one weight per output unit of every "
+                            "layer of the grown network; ask for more")
+        steps = max(1, math.ceil(len(self.data.x_train) / self.c.batch_size)) * self.c.prune_epochs
+        last = max(1, int(0.75 * steps))
+        every = max(1, last // PRUNE_UPDATES)
+        n_updates = max(1, last // every)
+        holder: dict[str, Any] = {}
+
+        def step(_net, s: int) -> None:
+            p = min(1.0, (s // every) / n_updates)
+            keep = target if p >= 1.0 else int(round(target + (start - target) * (1.0 - p) ** 3))
+            current = {n: holder["masks"].mask(n) for n in names}
+            for n, m in self.prune_masks(keep, current).items():
+                holder["masks"].update(n, m)
+
+        initial = self.prune_masks(start, allowed)
+        bound = Masks(self.net, initial)
+        holder["masks"] = bound
+        callback = MaskUpdate(bound, step, n=every, last_step=n_updates * every, net=self.net)
+
+        result = train(self.net, (self.data.x_train, self.data.y_train), loss=CrossEntropy(),
+                       epochs=self.c.prune_epochs, lr=self.c.learning_rate, batch_size=self.c.batch_size,
+                       seed=self.seed + self.epochs, callbacks=[callback], post_step=[bound.apply],
+                       progress=self.progress, label="grow: prune")
+        self.masks = bound.strip()          # counted as the record's params, then dropped
+        self.epochs += result.epochs_run
+        self.mac_epochs += float(self.macs()) * result.epochs_run
+        self.record("prune", active=int(sum(m.sum() for m in self.masks.values())))
+        self.masks = None
+
+
+def _stop_at_target(target: float):
+    from edgesparse._tf import keras
+
+    class StopAtTarget(keras.callbacks.Callback):
+        """Ends training at the first epoch whose validation accuracy reaches the target."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (logs or {}).get("val_accuracy", -1.0) >= target:
+                self.model.stop_training = True
+
+    return StopAtTarget()

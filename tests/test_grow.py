@@ -1,0 +1,147 @@
+"""The grow pass (issue 11, part 2): start small, grow connections and neurons on plateaus,
+stop at the target or the cap, record every step, grow-and-prune to a nonzero count."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edgesparse._tf import keras
+from edgesparse.data import load_data
+from edgesparse.errors import UserError
+from edgesparse.passes.grow import GrowConfig, GrowPass, Grower
+from edgesparse.pipeline import DataInfo, PlanContext
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "sample_models" / "digits.npz"
+ROW_KEYS = {"step", "event", "epochs", "mac_epochs", "accuracy", "macs", "params", "connections", "widths"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(DIGITS, (64,), 10)
+
+
+def mlp(widths=(32, 32), seed=0):
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((64,))
+    h = i
+    for n, w in enumerate(widths):
+        h = keras.layers.Dense(w, activation="relu", name=f"fc{n + 1}")(h)
+    return keras.Model(i, keras.layers.Dense(10, activation="softmax", name="probs")(h))
+
+
+def test_widening_keeps_outputs_and_the_old_masks(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, start_density=0.5, max_epochs=1), data, 0, given)
+    assert g.widths() == {"fc1": 16, "fc2": 16}
+    before = g.net.predict(data.x_val, verbose=0)
+    old_masks = {n: m.copy() for n, m in g.masks.items()}
+    assert g.grow_neurons(*g.cap()) > 0
+    assert g.widths() == {"fc1": 24, "fc2": 24}
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-5)
+    for name, old in old_masks.items():                 # old positions keep their mask exactly
+        new = g.masks[name]
+        assert np.array_equal(new[:old.shape[0], :old.shape[1]], old)
+        assert np.count_nonzero(g.net.get_layer(name).kernel.numpy()[~new]) == 0
+    grown = g.grow_connections(None)                    # by gradient, starting at zero: same outputs
+    assert grown > 0
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-5)
+
+
+def test_plateau_triggers_growth_and_every_step_is_recorded(data):
+    given = mlp()
+    cfg = GrowConfig(start_width=0.25, target_accuracy=100.0, patience=1, max_epochs=6, grow_step=0.5)
+    net, facts = Grower(given, cfg, data, 0, given).run()
+    rows = facts["trajectory"]
+    events = [r["event"] for r in rows]
+    assert events[0] == "start" and "grow neurons" in events
+    first = events.index("grow neurons")
+    assert events[first - 1] == "train" and rows[first - 1]["plateau"]
+    assert rows[first]["widths"]["fc1"] > rows[0]["widths"]["fc1"]
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+    epochs = [r["epochs"] for r in rows]
+    assert epochs == sorted(epochs) and facts["epochs"] == epochs[-1] <= cfg.max_epochs
+    # MAC-epochs: each phase's MACs times its epochs, summed
+    spent = sum(r["macs"] * r["epochs_in_phase"] for r in rows if r["event"] == "train")
+    assert facts["mac_epochs"] == pytest.approx(spent)
+    assert net.get_layer("fc1").units == rows[-1]["widths"]["fc1"]
+
+
+def test_stops_at_the_target_without_growing(data):
+    given = mlp()
+    net, facts = Grower(given, GrowConfig(target_accuracy=50.0, max_epochs=20), data, 0, given).run()
+    assert facts["stopped_by"] == "target" and facts["reached"]
+    assert [r["event"] for r in facts["trajectory"]] == ["start", "train"]
+    assert facts["trajectory"][-1]["accuracy"] >= 50.0
+
+
+def test_stops_when_the_cap_is_spent(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, target_accuracy=100.0, max_macs=0.43, patience=1, max_epochs=40),
+               data, 0, given)
+    one_more, _ = g._widened({"fc1": 1, "fc2": 1})      # the start fits the cap, one more channel does not
+    assert g.macs() <= g.cap()[0] < g.macs(one_more)
+    net, facts = g.run()
+    assert facts["stopped_by"] == "cap" and not facts["reached"]
+    assert "grow neurons" not in [r["event"] for r in facts["trajectory"]]
+    assert facts["final"]["macs"] <= facts["cap"]["macs"]
+    assert g.warnings and "cap is spent" in g.warnings[0]
+
+
+def test_grow_and_prune_ends_at_the_requested_nonzero_count(data):
+    given = mlp()
+    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=4, prune_to_params=400, prune_epochs=2)
+    net, facts = Grower(given, cfg, data, 0, given).run()
+    nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
+    assert nonzero == 400 == facts["final"]["connections"]
+    assert facts["trajectory"][-1]["event"] == "prune"
+    for layer in ("fc1", "fc2", "probs"):          # no layer emptied: every unit keeps an input
+        assert (np.abs(net.get_layer(layer).kernel.numpy()).sum(axis=0) > 0).all()
+
+
+def test_bad_inputs_are_refused_before_training(data):
+    for bad in (0.0, 1.5, -0.25):
+        with pytest.raises(ValidationError, match="start_width"):
+            GrowConfig(start_width=bad)
+    with pytest.raises(ValidationError, match="start_density"):
+        GrowConfig(start_density=0.0)
+    given = mlp()
+    with pytest.raises(UserError, match="max_macs=0.01.*smaller than the starting network"):
+        Grower(given, GrowConfig(max_macs=0.01), data, 0, given)
+    with pytest.raises(UserError, match="max_params=0.01"):
+        Grower(given, GrowConfig(max_params=0.01), data, 0, given)
+    with pytest.raises(UserError, match="prune_to_params=5 is below"):
+        Grower(given, GrowConfig(prune_to_params=5), data, 0, given)
+    unlabelled = DataInfo(real=True, labelled=False)
+    problems = GrowPass(GrowConfig()).check(PlanContext(target=None, data=unlabelled, passes=[], index=0))
+    assert problems and "labelled --data" in problems[0]
+
+
+def test_cli_refuses_bad_input_and_writes_nothing(tmp_path):
+    from edgesparse.cli import run
+
+    out = tmp_path / "g.keras"
+    model = ROOT / "sample_models" / "digits_mlp.keras"
+    assert run(["grow", str(model), "--data", str(DIGITS), "--start-width", "0", "--out", str(out)]) != 0
+    assert run(["grow", str(model), "--data", str(DIGITS), "--max-macs", "0.01", "--out", str(out)]) != 0
+    unlabelled = tmp_path / "x.npz"
+    np.savez(unlabelled, x=np.load(DIGITS)["x_train"][:50])
+    assert run(["grow", str(model), "--data", str(unlabelled), "--out", str(out)]) != 0
+    assert not out.exists()
+
+
+def test_report_shows_the_growth_trajectory(data):
+    from edgesparse.report import plots
+    from edgesparse.report.html import _grow as html_grow
+    from edgesparse.report.markdown import _grow as md_grow
+
+    given = mlp()
+    _, facts = Grower(given, GrowConfig(target_accuracy=100.0, patience=1, max_epochs=3, grow_step=0.5),
+                      data, 0, given).run()
+    md = "\n".join(md_grow({"facts": {"grow": facts}}))
+    assert "## Growing the network" in md and "grow neurons" in md
+    png = plots.grow_plot(facts["trajectory"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<img" in html_grow(facts, True)
