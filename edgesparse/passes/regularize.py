@@ -41,6 +41,7 @@ from edgesparse.state import ModelState
 Method = Literal["group_lasso", "slimming", "l1", "gates"]
 STRUCTURED = ("group_lasso", "slimming")
 CUTTER = {"group_lasso": ("prune",), "slimming": ("prune",), "l1": ("sparsify", "prune")}   # gates cut themselves
+GATE_TRAVEL = 4.6         # log_alpha from a 90%-open gate (the start) to a shut one
 GATE_TOLERANCE = 0.05     # the gates end within +-5% of the requested MACs (relative)
 
 
@@ -102,7 +103,8 @@ class RegularizeConfig(PassConfig):
     epochs: int = Field(20, ge=1, le=1000)
     learning_rate: float = Field(1e-3, gt=0)
     gate_learning_rate: float | None = Field(None, gt=0, description="gates: their own Adam's rate "
-                                             "(default 10x learning_rate: at the weights' rate no gate closes)")
+                                             "(default 10x learning_rate, at which a gate closes, raised so a gate can shut "
+                                             "within the ramp on short runs)")
     control: bool = Field(False, description="also train the final architecture from scratch for the same "
                                              "epochs (the control, in the facts)")
     batch_size: int = Field(64, ge=1)
@@ -359,8 +361,8 @@ def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, m
     recorder = _Recorder(i + 1, stage, hook, gates.model, gates.graph, macs0, measure, start_metric, c.max_drop,
                          trajectory, None, None)
     train(gates.model, xy, loss=loss, epochs=n_epochs, lr=c.learning_rate, batch_size=c.batch_size,
-          seed=ctx.seed + i, regularizers=[hook.penalty], post_step=[hook], callbacks=[recorder],
-          own_rates=[(gates.variables, c.gate_learning_rate or 10 * c.learning_rate)],
+          seed=ctx.seed + i, regularizers=[hook.penalty], post_step=[hook], callbacks=[hook.callback(), recorder],
+          own_rates=[(gates.variables, c.gate_learning_rate or _gate_rate(c.learning_rate, stage, total))],
           progress=ctx.progress, label="regularize: gates")
     _collapsed(recorder, trajectory, metric_name, start_metric, c.max_drop, "gates")
     trained = float(gates.macs(gates.is_open().numpy())) / gates.full_macs
@@ -377,6 +379,13 @@ def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, m
     return cut, {"reached": bool(abs(macs - stage.macs) <= GATE_TOLERANCE * stage.macs), "got": macs,
                  "macs_kept": round(macs, 4), "macs_gates": round(trained, 4), "closed_at_end": closed,
                  "widths": widths, "gate_open": {p: round(v, 4) for p, v in opened.items()}}, notes
+
+
+def _gate_rate(lr: float, stage: StageConfig, total_steps: int) -> float:
+    """10x the weights' rate (at theirs no gate closes), and enough for a gate to travel from open to
+    shut (log_alpha 2.2 -> -2.4; Adam moves it by about its rate per step) twice within the ramp."""
+    ramp = max(1.0, (stage.ramp_end if stage.schedule != "constant" else 0.5) * total_steps)
+    return max(10.0 * lr, 2 * GATE_TRAVEL / ramp)
 
 
 def _from_scratch(architecture, compressed, data, epochs: int, ctx) -> dict:

@@ -11,7 +11,9 @@ a controller, and folding them away at the end.
   and `macs: 0.3` lets the gates find where cutting is cheap.
 - `MacController`: the regularizer lambda * E[MACs] / MACs and, after each step, the controller:
   lambda grows while the deterministic gates keep more MACs than the schedule allows, and decays
-  once they do not. It also keeps each gate's `min_channels` largest gates open, so no layer empties.
+  once they do not. After each batch the strongest gates that fit in the schedule's MACs are held
+  open (`Gates.protect`), and each producer's `min_channels` strongest, so no layer empties and
+  the gates cannot overshoot the target.
 - `Gates.finish()`: the deterministic gate values multiplied into the producer's output columns
   and bias (or the BN's gamma and beta), every gate removed (`surgery.remove`), and the closed
   channels cut with `surgery.shrink`: no gate reaches export.
@@ -135,12 +137,29 @@ class Gates:
             kept[a:a + min(min_channels, b - a)] = 1.0
         return self.macs(kept) / max(self.full_macs, 1)
 
-    def keep_open(self, min_channels: int) -> None:
-        """Post-step: each gate's `min_channels` largest stay open (no layer empties)."""
-        for g in self.gates.values():
-            k = min(min_channels, int(g.log_alpha.shape[0]))
-            top = tf.math.top_k(g.log_alpha, k).values[-1]
-            g.log_alpha.assign(tf.where(g.log_alpha >= top, tf.maximum(g.log_alpha, CLOSED + 1.0), g.log_alpha))
+    def protect(self, allowed: float, min_channels: int) -> None:
+        """Keep open the strongest gates (largest log_alpha) that fit in `allowed` of the MACs, and
+        each producer's `min_channels` strongest whatever the budget (no layer empties): the
+        penalty can only shut the others, so the gates cannot overshoot the schedule."""
+        la = self.log_alpha()
+        base = np.zeros(self.n, bool)
+        for a, b in self.spans.values():
+            base[a + np.argsort(-la[a:b])[:min_channels]] = True
+        rest = [c for c in np.argsort(-la) if not base[c]]
+
+        def kept(k: int) -> np.ndarray:
+            m = base.copy()
+            m[rest[:k]] = True
+            return m
+        lo, hi = 0, len(rest)                  # the largest k whose MACs fit (MACs grow with k)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if self.macs(kept(mid).astype(float)) <= allowed * self.full_macs else (lo, mid - 1)
+        self._set(np.where(kept(lo), np.maximum(la, CLOSED + 0.5), la))
+
+    def _set(self, la: np.ndarray) -> None:
+        for p, (a, b) in self.spans.items():
+            self.gates[p].log_alpha.assign(la[a:b].astype(np.float32))
 
     def close_to(self, target: float, min_channels: int) -> int:
         """Close the weakest open gates (smallest log_alpha, no gate below `min_channels` open)
@@ -158,10 +177,7 @@ class Gates:
             if kept[c] and left[owner[c]] > min_channels:
                 kept[c], left[owner[c]] = 0.0, left[owner[c]] - 1
                 closed += 1
-        shut = kept == 0
-        for p, (a, b) in self.spans.items():
-            g = self.gates[p]
-            g.log_alpha.assign(np.where(shut[a:b], np.minimum(la[a:b], CLOSED - 1.0), la[a:b]).astype(np.float32))
+        self._set(np.where(kept == 0, np.minimum(la, CLOSED - 1.0), la))
         return closed
 
     def open_fraction(self) -> dict[str, float]:
@@ -251,10 +267,20 @@ class MacController:
         return self.strength * self.gates.macs(self.gates.open_probability()) / float(self.gates.full_macs)
 
     def __call__(self, model) -> None:
-        self.gates.keep_open(self.min_channels)
         self.step.assign_add(1)
         frac = self.gates.macs(self.gates.is_open()) / float(self.gates.full_macs)
         self.strength.assign(tf.where(frac > self.allowed(), self.strength * GROWTH, self.strength * DECAY))
+
+    def callback(self):
+        """After every batch (eagerly): protect the gates that fit in the schedule's MACs."""
+        from edgesparse._tf import keras
+
+        controller = self
+
+        class Protect(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                controller.gates.protect(float(controller.allowed()), controller.min_channels)
+        return Protect()
 
     def epoch_row(self) -> dict:
         frac = float(self.gates.macs(self.gates.is_open().numpy())) / self.gates.full_macs
