@@ -141,3 +141,16 @@ def test_own_learning_rates_step_their_variables_with_their_own_adam():
     assert np.array_equal(gate.log_alpha.numpy(), a0) and not np.array_equal(d.kernel.numpy(), k0)
     train(m, (x, y), loss=CrossEntropy(), epochs=1, lr=0.0, own_rates=[([gate.log_alpha], 0.1)])
     assert not np.array_equal(gate.log_alpha.numpy(), a0)
+
+
+def test_the_from_scratch_control_trains_the_final_architecture_for_the_same_epochs():
+    from edgesparse.graph.stats import model_summary
+
+    data = _digits()
+    state = RegularizePass(method="gates", macs=0.5, epochs=3, control=True).run(
+        ModelState(model=_cnn(), name="m"), _ctx(data))
+    f = state.facts["regularize"]
+    c = f["control"]
+    assert f["epochs_run"] == 3 and c["epochs"] == 3           # the build's control counts these too
+    assert c["architecture"] == model_summary(state.model)
+    assert 10.0 < c["accuracy_from_scratch"] <= 100.0 and c["accuracy_regularized"] == pytest.approx(f["end"], abs=1e-3)
