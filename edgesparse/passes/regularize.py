@@ -346,7 +346,7 @@ def _check_gates_reach(model, target: float, min_channels: int) -> None:
             if gates.skipped else ""
         raise UserError(f"regularize: gates cannot reach macs {target:g} without emptying a layer: with every "
                         f"gated layer at min_channels={min_channels} the model keeps {least:.1%} of its MACs"
-                        f"{fixed}; ask for macs >= {least:.2f}")
+                        f"{fixed}; ask for macs >= {math.ceil(least * 1000) / 1000:g}")
 
 
 def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, measure, macs0, start_metric,
