@@ -35,6 +35,7 @@ from common import SAMPLE_DATA, SAMPLES, interleaved_latency, round_ratio, runti
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.convert.tflite import to_tflite  # noqa: E402
 from edgesparse.data import Dataset  # noqa: E402
+from edgesparse.errors import UserError  # noqa: E402
 from edgesparse.graph.stats import count_macs, count_params  # noqa: E402
 from edgesparse.passes.prune.pass_ import PrunePass  # noqa: E402
 from edgesparse.passes.regularize import RegularizePass  # noqa: E402
@@ -152,8 +153,11 @@ def main(argv=None) -> int:
                     for method in args.methods:
                         if method == "scratch":
                             continue
-                        variants[f"{method}@{macs}"] = run_method(method, dense, data, macs, args.epochs,
-                                                                  args.pretrain, seed, build)
+                        try:
+                            variants[f"{method}@{macs}"] = run_method(method, dense, data, macs, args.epochs,
+                                                                      args.pretrain, seed, build)
+                        except UserError as e:        # a collapse or a miss is a result, not a crash
+                            print(f"{name} seed {seed} {method}@{macs}: {e}", flush=True)
                     if "scratch" in args.methods and f"gates@{macs}" in variants:
                         variants[f"scratch@{macs}"] = from_scratch(variants[f"gates@{macs}"], data,
                                                                    args.pretrain + args.epochs, seed)
