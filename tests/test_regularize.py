@@ -303,28 +303,3 @@ def test_report_sections_render_the_trajectory():
     assert "Sparsity learned in training" in html
     assert plots.regularize_plot(facts["trajectory"]).startswith(b"\x89PNG")
 
-
-# ----------------------------------------------------------------------------- L0 gates (layer only)
-
-
-def test_hard_concrete_gates_close_under_the_expected_mac_penalty():
-    """The gate layer and its expected-MAC penalty on the real loop (insertion waits on graph/)."""
-    from edgesparse.train.gates import HardConcreteGate, expected_macs, gate_variables, mac_penalty
-
-    data = _digits_flat()
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((64,))
-    h = keras.layers.Dense(32, activation="relu", name="fc1")(inp)
-    gate = HardConcreteGate(name="gate1")
-    h = gate(h)
-    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="out")(h))
-    terms = [(64 * 32, None, gate), (32 * 10, gate, None)]
-    full = 64 * 32 + 32 * 10
-    start = float(expected_macs(terms)) / full
-    train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=4, lr=5e-2, seed=0,
-          regularizers=[mac_penalty(terms, full, target=0.3, weight=50.0)])
-    end = float(expected_macs(terms)) / full
-    assert start > 0.9 and end < 0.45, (start, end)
-    z = gate.gate(training=False).numpy()
-    assert ((z >= 0) & (z <= 1)).all() and (z == 0).any()
-    assert gate_variables(model) == [gate.log_alpha]

@@ -394,3 +394,7 @@ for _kind in ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"):
 register_layer("Concatenate", LayerRule(Role.CONCAT))
 register_layer("Flatten", LayerRule(Role.FLATTEN))
 register_layer("InputLayer", LayerRule(Role.INPUT))
+
+# The L0 gate (graph/gates.py registers its class with this rule): per-channel weights and the
+# same channel count, so the channel graph sees through it and shrink slices it; never exported.
+GATE = LayerRule(Role.CHANNELWISE, axes=lambda layer: [{0: IN}], training_only=True)

@@ -6,6 +6,7 @@ Recipe examples:
     - regularize: {method: group_lasso, width: 0.25, epochs: 20}      # then prune: {ratio: 0.75, criterion: group_norm}
     - regularize: {method: slimming, macs: 0.5}                      # then prune: {macs: 0.5, criterion: bn_scale}
     - regularize: {method: l1, sparsity: 0.9}                        # then sparsify: {sparsity: 0.9}
+    - regularize: {method: gates, macs: 0.3, epochs: 20}             # cuts by itself; prune not needed
     - regularize:
         epochs: 30
         stages: [{until: 0.3, method: l1, strength: 1.0e-4},
@@ -15,7 +16,9 @@ Methods (the penalties live in `train/regularizers.py`, the loop is `train/train
 - `group_lasso`: block soft-thresholding of every channel unit (all the weight slices it owns
   across its dependency group), after each optimizer step;
 - `slimming`: the same on BatchNorm scales only (network slimming), for BN-bearing groups;
-- `l1`: elementwise soft-thresholding of the Dense/Conv kernels (for `sparsify`).
+- `l1`: elementwise soft-thresholding of the Dense/Conv kernels (for `sparsify`);
+- `gates`: L0 hard-concrete gates (train/gates.py) with an expected-MAC penalty, trained at their
+  own learning rate, then folded into the producers and the closed channels cut here (last stage).
 
 The target (`width`: fraction of each group's channels kept; `macs`: fraction of MACs kept, as a
 uniform width the way prune's uniform allocation meets it; `sparsity`: fraction of kernel zeros)
@@ -35,9 +38,11 @@ from edgesparse.errors import UserError
 from edgesparse.pipeline import Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
 from edgesparse.state import ModelState
 
-Method = Literal["group_lasso", "slimming", "l1"]
+Method = Literal["group_lasso", "slimming", "l1", "gates"]
 STRUCTURED = ("group_lasso", "slimming")
-CUTTER = {"group_lasso": ("prune",), "slimming": ("prune",), "l1": ("sparsify", "prune")}
+CUTTER = {"group_lasso": ("prune",), "slimming": ("prune",), "l1": ("sparsify", "prune")}   # gates cut themselves
+GATE_TRAVEL = 4.6         # log_alpha from a 90%-open gate (the start) to a shut one
+GATE_TOLERANCE = 0.05     # the gates end within +-5% of the requested MACs (relative)
 
 
 class StageConfig(BaseModel):
@@ -70,6 +75,9 @@ class StageConfig(BaseModel):
                 raise ValueError(f"{k} {v} is outside (0, 1); it is the fraction KEPT, e.g. 0.5")
         if self.sparsity is not None and not (0 < self.sparsity < 1):
             raise ValueError(f"sparsity {self.sparsity} is outside (0, 1); it is the fraction of zeros")
+        if self.method == "gates" and (self.macs is None or self.strength is not None):
+            raise ValueError("gates take a MAC target (macs: the fraction kept, e.g. 0.3) and find where to "
+                             "cut; they have no width, sparsity or fixed strength")
         if not given and self.strength is None:
             raise ValueError(f"{self.method} needs a target (width, macs or sparsity) or a fixed strength")
         return self
@@ -94,6 +102,11 @@ class RegularizeConfig(PassConfig):
     stages: list[StageConfig] | None = Field(None, description="several stages instead of the one above")
     epochs: int = Field(20, ge=1, le=1000)
     learning_rate: float = Field(1e-3, gt=0)
+    gate_learning_rate: float | None = Field(None, gt=0, description="gates: their own Adam's rate "
+                                             "(default 10x learning_rate, at which a gate closes, raised so a gate can shut "
+                                             "within the ramp on short runs)")
+    control: bool = Field(False, description="also train the final architecture from scratch for the same "
+                                             "epochs (the control, in the facts)")
     batch_size: int = Field(64, ge=1)
     min_channels: int = Field(1, ge=1, description="no group is driven below this many channels")
     round_to: int | None = Field(None, ge=1, description="kept widths are multiples of this; default: "
@@ -113,6 +126,8 @@ class RegularizeConfig(PassConfig):
             raise ValueError(f"stage fractions must increase: got until {ends}")
         if abs(ends[-1] - 1.0) > 1e-9:
             raise ValueError(f"the last stage must end at until: 1.0 (the end of training), not {ends[-1]}")
+        if any(s.method == "gates" for s in self.stages[:-1]):
+            raise ValueError("gates must be the last stage: they cut the model when they finish")
         return self
 
     def stage_list(self) -> list[StageConfig]:
@@ -147,7 +162,7 @@ class RegularizePass(Pass):
                             "(labels, or none and it learns from the imported model)")
         later = [p.name for p in plan.later()]
         last = stages[-1].method
-        if not any(name in CUTTER[last] for name in later):
+        if last != "gates" and not any(name in CUTTER[last] for name in later):
             cut = "prune" if last in STRUCTURED else "sparsify"
             problems.append(f"{last} only drives weights to zero; add a {cut} pass after regularize to remove "
                             f"them (e.g. {cut}: {{criterion: group_norm, ...}})" if cut == "prune" else
@@ -165,6 +180,8 @@ class RegularizePass(Pass):
         if any(n < 1 for n in _epochs_per_stage(stages, c.epochs)):
             raise UserError(f"regularize: with epochs: {c.epochs} a stage gets no epoch; raise epochs")
         round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)
+        if stages[-1].method == "gates":
+            _check_gates_reach(state.model, stages[-1].macs, c.min_channels)
         facts, warnings = run_stages(state, ctx, c, stages, _epochs_per_stage(stages, c.epochs), round_to)
         for w in warnings:
             state.warn(w)
@@ -251,6 +268,11 @@ def run_stages(state: ModelState, ctx: RunContext, c: RegularizeConfig, stages: 
     for i, (stage, n_epochs) in enumerate(zip(stages, epochs)):
         schedule = reg.Schedule(stage.schedule, 0.0, stage.ramp_end, stage.power)
         total = n_epochs * steps_per_epoch
+        if stage.method == "gates":
+            model, result, notes_g = _train_gates(model, (x, y), loss, stage, schedule, total, n_epochs, c,
+                                                  ctx, i, measure, macs0, start_metric, trajectory, metric_name)
+            notes += notes_g
+            continue
         if stage.method in STRUCTURED:
             which = "all" if stage.method == "group_lasso" else "bn"
             gids = [g.id for g in graph.prunable_groups]
@@ -274,26 +296,116 @@ def run_stages(state: ModelState, ctx: RunContext, c: RegularizeConfig, stages: 
         train(model, (x, y), loss=loss, epochs=n_epochs, lr=c.learning_rate, batch_size=c.batch_size,
               seed=ctx.seed + i, post_step=[hook], callbacks=[recorder], progress=ctx.progress,
               label=f"regularize: {stage.method}")
-        if recorder.collapsed:
-            rows = "; ".join(f"epoch {r['epoch']}: strength {r['strength']:.3g}, kept {r['kept']:.0%}, "
-                             f"{r['metric']:.1f}%" for r in trajectory)
-            raise UserError(f"regularize: {metric_name} collapsed from {start_metric:.1f}% to "
-                            f"{trajectory[-1]['metric']:.1f}% (more than max_drop={c.max_drop} points) under "
-                            f"{stage.method}; ask for a gentler target or more epochs. Trajectory: {rows}")
+        _collapsed(recorder, trajectory, metric_name, start_metric, c.max_drop, stage.method)
         result = _reached(stage, hook, graph, model, macs0, shrink, count_macs)
+        final_architecture = (lambda m=model, h=hook: shrink(m, graph, h.atom_keep())) \
+            if stage.method in STRUCTURED else (lambda m=model: m)
 
     final = stages[-1]
-    if final.target is not None and not result["reached"]:
+    if final.method == "gates":
+        final_architecture = (lambda m=model: m)
+        if not result["reached"]:
+            warnings.append(f"regularize: the gates ended at {result['got']:.1%} of the MACs where the target "
+                            f"was {final.macs:g} (+-{GATE_TOLERANCE:.0%}); raise epochs or gate_learning_rate")
+    elif final.target is not None and not result["reached"]:
         warnings.append(f"regularize: {final.method} ended at {result['got']:.1%} where the target was "
                         f"{final.target[0]} {final.target[1]:g}; the cut that follows removes weights that "
                         "are not zero. Raise epochs, or lower the target")
     state.model = model
-    facts = {"metric": metric_name, "start": round(start_metric, 3), "end": round(measure(model), 3),
+    if c.control:
+        result["control"] = _from_scratch(final_architecture(), model, data, sum(epochs), ctx)
+    facts = {"epochs_run": int(sum(epochs)), "metric": metric_name, "start": round(start_metric, 3), "end": round(measure(model), 3),
              "stages": [{"method": s.method, "until": s.until, "epochs": n,
                          "target": None if s.target is None else {s.target[0]: s.target[1]},
                          "schedule": s.schedule} for s, n in zip(stages, epochs)],
              "trajectory": trajectory, **result, "notes": notes}
     return facts, warnings
+
+
+def _collapsed(recorder, trajectory, metric_name, start_metric, max_drop, method) -> None:
+    if recorder.collapsed:
+        rows = "; ".join(f"epoch {r['epoch']}: strength {r['strength']:.3g}, kept {r['kept']:.0%}, "
+                         f"{r['metric']:.1f}%" for r in trajectory)
+        raise UserError(f"regularize: {metric_name} collapsed from {start_metric:.1f}% to "
+                        f"{trajectory[-1]['metric']:.1f}% (more than max_drop={max_drop} points) under "
+                        f"{method}; ask for a gentler target or more epochs. Trajectory: {rows}")
+
+
+def _check_gates_reach(model, target: float, min_channels: int) -> None:
+    """Refuse, before training, a MAC target the gates cannot reach without emptying a layer."""
+    from edgesparse.graph.flatten import flatten_nested
+    from edgesparse.train.gates import Gates
+
+    gates = Gates(flatten_nested(model)[0])
+    if not gates.gates:
+        why = "; ".join(f"{p}: {r}" for p, r in gates.skipped.items()) or "no prunable channel group"
+        raise UserError(f"regularize: gates found no channel group to gate ({why}); use group_lasso")
+    least = gates.least_macs(min_channels)
+    if least > target * (1 + GATE_TOLERANCE):
+        fixed = f" ({len(gates.skipped)} group(s) keep their width: {', '.join(gates.skipped)})" \
+            if gates.skipped else ""
+        raise UserError(f"regularize: gates cannot reach macs {target:g} without emptying a layer: with every "
+                        f"gated layer at min_channels={min_channels} the model keeps {least:.1%} of its MACs"
+                        f"{fixed}; ask for macs >= {math.ceil(least * 1000) / 1000:g}")
+
+
+def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, measure, macs0, start_metric,
+                 trajectory, metric_name):
+    """The gates stage: gate, train with the expected-MAC penalty, fold, cut. Returns the cut model."""
+    from edgesparse.graph.stats import count_macs
+    from edgesparse.train.gates import Gates, MacController
+    from edgesparse.train.trainer import train
+
+    gates = Gates(model)
+    hook = MacController(gates, stage.macs, schedule, total, c.min_channels)
+    recorder = _Recorder(i + 1, stage, hook, gates.model, gates.graph, macs0, measure, start_metric, c.max_drop,
+                         trajectory, None, None)
+    train(gates.model, xy, loss=loss, epochs=n_epochs, lr=c.learning_rate, batch_size=c.batch_size,
+          seed=ctx.seed + i, regularizers=[hook.penalty], post_step=[hook], callbacks=[hook.callback(), recorder],
+          own_rates=[(gates.variables, c.gate_learning_rate or _gate_rate(c.learning_rate, stage, total))],
+          progress=ctx.progress, label="regularize: gates")
+    _collapsed(recorder, trajectory, metric_name, start_metric, c.max_drop, "gates")
+    trained = float(gates.macs(gates.is_open().numpy())) / gates.full_macs
+    closed = gates.close_to(stage.macs, c.min_channels) if trained > stage.macs * (1 + GATE_TOLERANCE) else 0
+    opened = gates.open_fraction()
+    widths = {p: [int(g.log_alpha.shape[0]), int(round(opened[p] * g.log_alpha.shape[0]))]
+              for p, g in gates.gates.items()}
+    cut = gates.finish()
+    macs = count_macs(cut) / max(macs0, 1)
+    notes = [f"gates: {p} keeps its width ({why})" for p, why in gates.skipped.items()]
+    if closed:
+        notes.append(f"gates: the gates ended at {trained:.1%} of the MACs; the {closed} weakest open gates "
+                     f"were closed to meet macs {stage.macs:g}")
+    return cut, {"reached": bool(abs(macs - stage.macs) <= GATE_TOLERANCE * stage.macs), "got": macs,
+                 "macs_kept": round(macs, 4), "macs_gates": round(trained, 4), "closed_at_end": closed,
+                 "widths": widths, "gate_open": {p: round(v, 4) for p, v in opened.items()}}, notes
+
+
+def _gate_rate(lr: float, stage: StageConfig, total_steps: int) -> float:
+    """10x the weights' rate (at theirs no gate closes), and enough for a gate to travel from open to
+    shut (log_alpha 2.2 -> -2.4; Adam moves it by about its rate per step) twice within the ramp."""
+    ramp = max(1.0, (stage.ramp_end if stage.schedule != "constant" else 0.5) * total_steps)
+    return max(10.0 * lr, 2 * GATE_TRAVEL / ramp)
+
+
+def _from_scratch(architecture, compressed, data, epochs: int, ctx) -> dict:
+    """The control: the final architecture, fresh weights, the same epochs (control.py's recipe)."""
+    from edgesparse._tf import keras
+    from edgesparse.graph.stats import model_summary
+    from edgesparse.train.losses import CrossEntropy
+    from edgesparse.train.metrics import accuracy
+    from edgesparse.train.trainer import train
+
+    if not data.labelled:
+        return {"skipped": "the control needs labelled data"}
+    keras.utils.set_random_seed(ctx.seed)
+    scratch = keras.models.clone_model(architecture)
+    train(scratch, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=epochs, lr=2e-3, schedule="cosine",
+          batch_size=64, seed=ctx.seed, shuffle="keras", progress=ctx.progress,
+          label="regularize: the control, from scratch")
+    return {"epochs": epochs, "architecture": model_summary(scratch),
+            "accuracy_from_scratch": round(accuracy(scratch, data.x_val, data.y_val), 3),
+            "accuracy_regularized": round(accuracy(compressed, data.x_val, data.y_val), 3)}
 
 
 def _reached(stage: StageConfig, hook, graph, model, macs0: int, shrink, count_macs) -> dict:
@@ -337,7 +449,9 @@ def _recorder_class():
             row = {"epoch": len(self.trajectory) + 1, "stage": self.stage_no, "method": self.stage.method,
                    "strength": float(np.mean(self.hook.strength.numpy())) if self.hook.n else 0.0,
                    "metric": round(metric, 3)}
-            if self.stage.method in STRUCTURED:
+            if hasattr(self.hook, "epoch_row"):
+                row.update(self.hook.epoch_row())
+            elif self.stage.method in STRUCTURED:
                 alive = self.hook.alive_units()
                 row["kept"] = float(np.mean([a.mean() for a in alive.values()]))
                 row["macs"] = round(self.count_macs(self.shrink(self.net, self.graph, self.hook.atom_keep()))

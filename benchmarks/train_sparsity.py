@@ -1,0 +1,198 @@
+"""Sparsity learned in training against one-shot pruning (issue 10), at equal total epochs.
+
+For each model (the sample digits CNN, a MobileNetV2-style net with inverted residuals, depthwise
+convs and ReLU6, a DS-CNN-style Conv1D/SeparableConv1D net), each seed and each MAC target (2x and
+3.3x fewer MACs), every method starts from the same dense model (trained --pretrain epochs) and
+gets the same --epochs of training after it:
+
+  oneshot      prune: l1 criterion + least-squares reconstruction + fine-tune (epochs)
+  group_lasso  regularize: group_lasso at the MAC target (epochs), then prune: group_norm (no refit)
+  slimming     regularize: slimming (epochs), then prune: bn_scale (no refit)
+  gates        regularize: gates at the MAC target (epochs): the gates cut by themselves
+  movement     prune: movement criterion + reconstruction + fine-tune (epochs)
+  scratch      the gates' final architecture trained from random init for pretrain + epochs
+
+Each result is converted to LiteRT int8 (full integer, calibrated on training inputs) and measured
+there: accuracy on the validation split, and batch-1 latency, all variants of one model interleaved
+in one run (common.interleaved_latency), as a ratio to the dense int8 artifact.
+
+    python benchmarks/train_sparsity.py                       # 3 seeds, all models (long)
+    python benchmarks/train_sparsity.py --models cnn --seeds 1 --epochs 4   # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SAMPLE_DATA, SAMPLES, interleaved_latency, round_ratio, runtime_accuracy  # noqa: E402
+
+from edgesparse._tf import keras  # noqa: E402
+from edgesparse.convert.tflite import to_tflite  # noqa: E402
+from edgesparse.data import Dataset  # noqa: E402
+from edgesparse.errors import UserError  # noqa: E402
+from edgesparse.graph.stats import count_macs, count_params  # noqa: E402
+from edgesparse.passes.prune.pass_ import PrunePass  # noqa: E402
+from edgesparse.passes.regularize import RegularizePass  # noqa: E402
+from edgesparse.pipeline import RunContext  # noqa: E402
+from edgesparse.state import ModelState  # noqa: E402
+from edgesparse.targets import load_target  # noqa: E402
+from edgesparse.train.losses import CrossEntropy  # noqa: E402
+from edgesparse.train.metrics import accuracy  # noqa: E402
+from edgesparse.train.trainer import train  # noqa: E402
+
+L = keras.layers
+METHODS = ("oneshot", "group_lasso", "slimming", "gates", "movement", "scratch")
+
+
+def mobilenet_v2_style(input_shape=(8, 8, 1), classes=10, seed=0):
+    """Stem, three inverted residual blocks (expand 1x1 -> depthwise 3x3 -> project 1x1, ReLU6, BN),
+    two with an identity add, then pooling and a Dense head."""
+    keras.utils.set_random_seed(seed)
+    i = L.Input(input_shape)
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False)(i)))
+
+    def block(x, expand, out, stride=1):
+        h = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(expand, 1, use_bias=False)(x)))
+        h = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, stride, padding="same", use_bias=False)(h)))
+        h = L.BatchNormalization()(L.Conv2D(out, 1, use_bias=False)(h))
+        return L.Add()([x, h]) if stride == 1 and x.shape[-1] == out else h
+    x = block(x, 64, 16)
+    x = block(x, 64, 24, stride=2)
+    x = block(x, 96, 24)
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(64, 1, use_bias=False)(x)))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(i, L.Dense(classes, activation="softmax")(x), name="mobilenetv2_style")
+
+
+def ds_cnn_style(input_shape=(8, 8), classes=10, seed=0):
+    """Keyword-spotting DS-CNN in 1D: a Conv1D stem, depthwise-separable Conv1D blocks with BN/ReLU,
+    global pooling, Dense. The 8x8 digits are read as 8 time steps of 8 features."""
+    keras.utils.set_random_seed(seed)
+    i = L.Input(input_shape)
+    x = L.ReLU()(L.BatchNormalization()(L.Conv1D(64, 3, padding="same", use_bias=False)(i)))
+    for _ in range(3):
+        x = L.ReLU()(L.BatchNormalization()(L.SeparableConv1D(64, 3, padding="same", use_bias=False)(x)))
+    x = L.GlobalAveragePooling1D()(x)
+    return keras.Model(i, L.Dense(classes, activation="softmax")(x), name="ds_cnn_style")
+
+
+def digits_cnn(input_shape=(8, 8, 1), classes=10, seed=0):
+    from edgesparse.frontends.keras import load_model
+
+    keras.utils.set_random_seed(seed)
+    trained = load_model(SAMPLES / "digits_cnn.keras")[0]
+    return keras.models.clone_model(trained)     # the sample's architecture, trained here per seed
+
+
+MODELS = {"cnn": (digits_cnn, (8, 8, 1)), "mobilenetv2": (mobilenet_v2_style, (8, 8, 1)),
+          "dscnn": (ds_cnn_style, (8, 8))}
+
+
+def data_for(shape) -> Dataset:
+    d = np.load(SAMPLE_DATA)
+    x, xv = d["x_train"].reshape((-1,) + shape), d["x_val"].reshape((-1,) + shape)
+    return Dataset(x, d["y_train"], xv, d["y_val"], x_calib=x[:256], labelled=True, real=True, source="digits")
+
+
+def run_method(method, dense, data, macs, epochs, pretrain, seed, build):
+    ctx = RunContext(target=load_target("rpi4"), data=data, workdir=None, seed=seed)
+    model = keras.models.clone_model(dense)
+    model.set_weights(dense.get_weights())
+    state = ModelState(model=model, name=method, reference=dense)
+    if method in ("oneshot", "movement"):
+        crit = "l1" if method == "oneshot" else "movement"
+        passes = [PrunePass(macs=macs, criterion=crit, finetune_epochs=epochs, round_to=1, seed=seed)]
+    elif method in ("group_lasso", "slimming"):
+        crit = "group_norm" if method == "group_lasso" else "bn_scale"
+        passes = [RegularizePass(method=method, macs=macs, epochs=epochs, round_to=1),
+                  PrunePass(macs=macs, criterion=crit, reconstruct=False, round_to=1)]
+    elif method == "gates":
+        passes = [RegularizePass(method="gates", macs=macs, epochs=epochs)]
+    else:
+        raise ValueError(method)
+    for p in passes:
+        state = p.run(state, ctx)
+    return state.model
+
+
+def from_scratch(architecture, data, epochs, seed):
+    keras.utils.set_random_seed(seed)
+    m = keras.models.clone_model(architecture)
+    train(m, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=epochs, lr=2e-3, schedule="cosine",
+          seed=seed, shuffle="keras")
+    return m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pretrain", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10, help="epochs each method gets after the dense model")
+    ap.add_argument("--macs", nargs="+", type=float, default=[0.5, 0.3])
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            build, shape = MODELS[name]
+            data = data_for(shape)
+            for seed in range(args.seeds):
+                dense = build(shape, seed=seed)
+                train(dense, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=args.pretrain, lr=2e-3,
+                      schedule="cosine", seed=seed)
+                variants = {"dense": dense}
+                for macs in args.macs:
+                    for method in args.methods:
+                        if method == "scratch":
+                            continue
+                        try:
+                            variants[f"{method}@{macs}"] = run_method(method, dense, data, macs, args.epochs,
+                                                                      args.pretrain, seed, build)
+                        except UserError as e:        # a collapse or a miss is a result, not a crash
+                            print(f"{name} seed {seed} {method}@{macs}: {e}", flush=True)
+                    if "scratch" in args.methods and f"gates@{macs}" in variants:
+                        variants[f"scratch@{macs}"] = from_scratch(variants[f"gates@{macs}"], data,
+                                                                   args.pretrain + args.epochs, seed)
+                paths = {}
+                for key, m in variants.items():
+                    p = Path(tmp) / f"{name}-{seed}-{key}.tflite"
+                    p.write_bytes(to_tflite(m, "int8", x_calib=data.x_train))
+                    paths[key] = p
+                lat = interleaved_latency(paths, "litert", 1, data.x_val[:1], rounds=20)
+                macs0 = count_macs(dense)
+                for key, m in variants.items():
+                    rows.append({"model": name, "seed": seed, "variant": key, "macs": count_macs(m) / macs0,
+                                 "params": count_params(m), "keras": accuracy(m, data.x_val, data.y_val),
+                                 "int8": runtime_accuracy(paths[key], data.x_val, data.y_val),
+                                 "latency": round_ratio(lat[key], lat["dense"])[0]})
+                print(f"{name} seed {seed} done, {(time.time() - t0) / 60:.1f} min", flush=True)
+    print_table(rows)
+    print(f"\n{(time.time() - t0) / 60:.1f} min, LiteRT int8, batch 1, 1 thread, variants interleaved")
+    return 0
+
+
+def print_table(rows) -> None:
+    print("| model | variant | MACs kept | params | LiteRT int8 accuracy (%) mean ± sd | vs dense (points) "
+          "| latency ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        dense = np.mean([r["int8"] for r in mine if r["variant"] == "dense"])
+        for v in dict.fromkeys(r["variant"] for r in mine):
+            rs = [r for r in mine if r["variant"] == v]
+            acc = np.array([r["int8"] for r in rs])
+            print(f"| {name} | {v} | {np.mean([r['macs'] for r in rs]):.3f} | {int(np.mean([r['params'] for r in rs]))} "
+                  f"| {acc.mean():.2f} ± {acc.std():.2f} | {acc.mean() - dense:+.2f} "
+                  f"| {np.median([r['latency'] for r in rs]):.2f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
