@@ -3,12 +3,16 @@ clear line, exit 2, and nothing half-written."""
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgesparse.cli import run as cli
+from edgesparse.data import load_data
+from edgesparse.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ROOT / "sample_models" / "digits_mlp.keras"
@@ -47,3 +51,72 @@ def _tarball(path: Path, entries: list[tuple[str, bytes | None]]) -> Path:
 def test_tarball_entry_that_is_file_and_folder_is_refused(tmp_path, capsys, entries):
     tgz = _tarball(tmp_path / "rel.tar.gz", entries)
     _one_line_error(capsys, cli(["verify-release", str(tgz)]), "rel/a is both a file and a folder")
+
+
+# ----------------------------------------------------------------------------- data
+
+def _npz(tmp_path: Path, **arrays) -> Path:
+    f = tmp_path / "d.npz"
+    np.savez(f, **arrays)
+    return f
+
+
+def _digits(n: int | None = None, classes: int = 10):
+    d = np.load(ROOT / "sample_models" / "digits.npz")
+    x, y = d["x_train"], d["y_train"]
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+@pytest.mark.parametrize("bad,expect", [(np.nan, "1 NaN or infinite values (the first in sample 7)"),
+                                        (np.inf, "1 NaN or infinite values (the first in sample 7)"),
+                                        (1e300, "1 NaN or infinite values (the first in sample 7)")])
+def test_non_finite_inputs_are_refused(tmp_path, bad, expect):
+    x, y = _digits(200)
+    x = x.astype(np.float64)
+    x[7, 3, 3, 0] = bad
+    with pytest.raises(UserError, match=r"d.npz: x holds " + re.escape(expect)):
+        load_data(_npz(tmp_path, x=x, y=y), (8, 8, 1), 10)
+    with pytest.raises(UserError, match="x_unlabelled holds"):
+        load_data(_npz(tmp_path, x=_digits(200)[0], y=y, x_unlabelled=x), (8, 8, 1), 10)
+    with pytest.raises(UserError, match="x_val holds"):
+        load_data(_npz(tmp_path, x_train=_digits(200)[0], y_train=y, x_val=x, y_val=y), (8, 8, 1), 10)
+
+
+def test_single_class_is_refused_before_any_work(tmp_path, capsys):
+    x, y = _digits()
+    one = y == 3
+    data = _npz(tmp_path, x=x[one], y=y[one])
+    out = tmp_path / "out"
+    code = cli(["build", str(MLP), "--data", str(data), "--out", str(out)])
+    _one_line_error(capsys, code, "y has a single class (every label is 3)")
+    assert not out.exists()
+    with pytest.raises(UserError, match="single class"):
+        load_data(_npz(tmp_path, x_train=x[one], y_train=y[one], x_val=x[one][:5], y_val=y[one][:5]),
+                  (8, 8, 1), 10)
+
+
+@pytest.mark.parametrize("n,expect", [(1, "x has at most 1 sample(s) of any class"),
+                                      (20, "x has at most 2 sample(s) of any class")])
+def test_too_few_samples_for_a_validation_split(tmp_path, capsys, n, expect):
+    x, y = _digits()
+    pick = np.concatenate([np.flatnonzero(y == c)[: max(1, n // 10)] for c in range(10)])[:n]
+    data = _npz(tmp_path, x=x[pick], y=y[pick])
+    out = tmp_path / "out"
+    err = _one_line_error(capsys, cli(["build", str(MLP), "--data", str(data), "--out", str(out)]), expect)
+    assert "give at least 3 samples of some class, or x_val/y_val" in err
+    assert not out.exists()
+
+
+def test_too_few_unlabelled_samples(tmp_path):
+    x, _ = _digits(2)
+    with pytest.raises(UserError, match=r"x has 2 samples: too few .*give at least 3 samples, or x_val"):
+        load_data(_npz(tmp_path, x=x), (8, 8, 1), 10)
+    assert len(load_data(_npz(tmp_path, x=_digits(3)[0]), (8, 8, 1), 10).x_val) == 1
+
+
+def test_labels_for_a_one_output_model_are_refused(tmp_path):
+    x, y = _digits(100)
+    with pytest.raises(UserError, match="the model has one output .* give x without y"):
+        load_data(_npz(tmp_path, x=x, y=np.zeros(len(x), dtype=int)), (8, 8, 1), 1)
