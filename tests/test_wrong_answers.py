@@ -120,3 +120,22 @@ def test_labels_for_a_one_output_model_are_refused(tmp_path):
     x, y = _digits(100)
     with pytest.raises(UserError, match="the model has one output .* give x without y"):
         load_data(_npz(tmp_path, x=x, y=np.zeros(len(x), dtype=int)), (8, 8, 1), 1)
+
+
+# ----------------------------------------------------------------------------- weights
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused_at_import(tmp_path, capsys, bad):
+    from edgesparse._tf import keras
+
+    model = keras.models.load_model(MLP, compile=False)
+    layer = model.layers[2]
+    weights = layer.get_weights()
+    weights[0][5, 7] = bad
+    layer.set_weights(weights)
+    broken = tmp_path / "nan.keras"
+    model.save(broken)
+    out = tmp_path / "out"
+    code = cli(["build", str(broken), "--data", str(ROOT / "sample_models" / "digits.npz"), "--out", str(out)])
+    _one_line_error(capsys, code, f"weight {layer.weights[0].name} holds 1 NaN or infinite values")
+    assert not out.exists()
