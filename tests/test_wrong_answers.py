@@ -3,6 +3,7 @@ clear line, exit 2, and nothing half-written."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -139,3 +140,26 @@ def test_non_finite_weights_are_refused_at_import(tmp_path, capsys, bad):
     code = cli(["build", str(broken), "--data", str(ROOT / "sample_models" / "digits.npz"), "--out", str(out)])
     _one_line_error(capsys, code, f"weight {layer.weights[0].name} holds 1 NaN or infinite values")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- report.json
+
+def _strict_json(text: str):
+    def refuse(name):
+        raise AssertionError(f"report.json holds a bare {name}, which is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_report_json_never_holds_a_bare_nan(tmp_path):
+    from edgesparse.report.write import write_reports
+
+    report = {"model": {"name": "m", "accuracy": float("nan"), "final": {"macs": np.float32("inf")}},
+              "target": {"name": "rpi4", "title": "t", "threads": 1}, "warnings": [],
+              "recipe": {"name": "r", "origin": "o"}, "data": {"source": "d"}, "passes": [],
+              "artifacts": [], "versions": {},
+              "facts": {"verify": {"diffs": np.array([1.5, -np.inf]), "n": np.int64(3)}}}
+    write_reports(report, tmp_path)
+    on_disk = _strict_json((tmp_path / "report.json").read_text())
+    assert on_disk["model"]["accuracy"] is None and on_disk["model"]["final"]["macs"] is None
+    assert on_disk["facts"]["verify"] == {"diffs": [1.5, None], "n": 3}
+    assert "—" in (tmp_path / "report.md").read_text()
