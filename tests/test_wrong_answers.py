@@ -163,3 +163,33 @@ def test_report_json_never_holds_a_bare_nan(tmp_path):
     assert on_disk["model"]["accuracy"] is None and on_disk["model"]["final"]["macs"] is None
     assert on_disk["facts"]["verify"] == {"diffs": [1.5, None], "n": 3}
     assert "—" in (tmp_path / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- regression models
+
+def test_regression_model_reports_output_difference_not_agreement(tmp_path, capsys):
+    from edgesparse._tf import keras
+
+    keras.utils.set_random_seed(0)
+    x, _ = _digits(300)
+    x = x.reshape(len(x), 64)
+    target = x.mean(axis=1, keepdims=True)                      # a smooth function of the input
+    inp = keras.Input((64,))
+    model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.Dense(16, activation="relu")(inp)))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(x, target, epochs=5, verbose=0)
+    model.save(tmp_path / "reg.keras")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n  - pass: quantize\n    precisions: [fp32]\n  - pass: export\n"
+                      "    formats: [tflite]\n  - pass: verify\n")
+    out = tmp_path / "out"
+    code = cli(["build", str(tmp_path / "reg.keras"), "--data", str(_npz(tmp_path, x=x)),
+                "--recipe", str(recipe), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    (artifact,) = report["artifacts"]
+    assert artifact["top1_agreement"] is None and artifact["accuracy"] is None
+    assert 0 <= artifact["max_abs_diff"] < 1e-3
+    assert "regression" in artifact["metrics"]["agreement"]
+    assert any("one linear output (regression)" in w for w in report["warnings"])
+    assert "100.00" not in (out / "report.md").read_text().split("## Artifacts")[1].split("##")[0]
