@@ -193,3 +193,31 @@ def test_regression_model_reports_output_difference_not_agreement(tmp_path, caps
     assert "regression" in artifact["metrics"]["agreement"]
     assert any("one linear output (regression)" in w for w in report["warnings"])
     assert "100.00" not in (out / "report.md").read_text().split("## Artifacts")[1].split("##")[0]
+
+
+# ----------------------------------------------------------------------------- prune records in reports
+
+def test_pruning_section_renders_layers_that_were_not_refit():
+    """DS-CNN: a SeparableConv1D loses input channels but reconstruction refits only Dense/Conv1D/
+    Conv2D, so its record has a reason and no errors. report.md ended in KeyError: 'error_before'."""
+    import prune_models as zoo
+    from edgesparse.data import synthetic
+    from edgesparse.passes.prune.pass_ import PrunePass
+    from edgesparse.pipeline import RunContext
+    from edgesparse.report.html import _prune
+    from edgesparse.report.markdown import _pruning
+    from edgesparse.state import ModelState
+    from edgesparse.targets import load_target
+
+    model = zoo.ds_cnn()
+    ctx = RunContext(target=load_target("rpi4"), data=synthetic((20, 10)), workdir=None)
+    state = PrunePass(macs=0.3).run(ModelState(model=model, name="ds_cnn"), ctx)
+    facts = state.facts["prune"]
+    layers = [layer for step in facts["reconstruction"] for layer in step["layers"]]
+    skipped = [layer for layer in layers if "why" in layer]
+    assert skipped and all("error_before" not in layer for layer in skipped), "the case this test is for"
+    md = "\n".join(_pruning({"facts": {"prune": facts}}))
+    page = _prune(facts, draw=False)
+    for layer in skipped:
+        assert f"| {layer['layer']} | — | — | not refit: SeparableConv1D is not refit" in md
+        assert layer["layer"] in page and "not refit: SeparableConv1D is not refit" in page
