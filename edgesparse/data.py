@@ -57,7 +57,16 @@ def _fit_shape(x: np.ndarray, input_shape: tuple, what: str) -> np.ndarray:
             raise UserError(f"{what} samples have shape {got} but the model takes {want}; "
                             "give data shaped like the model's input")
         x = x.reshape((len(x),) + want)
-    return x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):     # values past float32's range become inf, refused just below
+        x = x.astype(np.float32, copy=False)
+    # The one check of input values: NaN/inf would run through every pass and ship a model
+    # measured on nonsense.
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))[0])
+        raise UserError(f"{what} holds {int(bad.sum())} NaN or infinite values (the first in sample {first}); "
+                        "remove those samples or replace the values with finite numbers")
+    return x
 
 
 def _labels(y: np.ndarray, n: int, num_classes: int | None, what: str) -> np.ndarray:
@@ -73,6 +82,9 @@ def _labels(y: np.ndarray, n: int, num_classes: int | None, what: str) -> np.nda
     elif y.dtype.kind not in "iub":
         raise UserError(f"{what} holds {y.dtype} labels; give integer class ids 0..N-1")
     y = y.astype(np.int64)
+    if num_classes == 1:
+        raise UserError(f"{what}: the model has one output (regression or a single sigmoid), so class "
+                        "labels cannot be scored against it; give x without y (nothing claims accuracy)")
     if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
         raise UserError(f"{what} has labels in [{y.min()}, {y.max()}] but the model has "
                         f"{num_classes} outputs; labels must be 0..{num_classes - 1}")
@@ -126,6 +138,28 @@ def _npz_member_size(f, key: str, path: Path) -> None:
     if declared > info.file_size:
         raise UserError(f"data file {path}: array {key} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
                         f"{info.file_size:,}; the file is damaged; write it again with numpy.savez")
+
+
+def _check_classes(name: str, *labels: np.ndarray | None) -> None:
+    """Labels of one class give nothing to tell apart: every accuracy and budget would be meaningless."""
+    given = [y for y in labels if y is not None]
+    if given and len(np.unique(np.concatenate(given))) < 2:
+        raise UserError(f"{name}: y has a single class (every label is {int(given[0][0])}); give samples "
+                        "of at least two classes, or x without y for calibration only")
+
+
+def _check_split(name: str, y: np.ndarray | None, n: int, train: np.ndarray, val: np.ndarray,
+                 val_fraction: float) -> None:
+    """Both halves of a split must hold samples, or fine-tuning and validation have nothing to run on."""
+    if len(train) and len(val):
+        return
+    need = next(m for m in range(2, 10_000) if 1 <= round(m * val_fraction) < m)   # as _split rounds
+    if y is None:
+        have, fix = f"has {n} sample{'s' if n != 1 else ''}", f"give at least {need} samples, or x_val"
+    else:
+        have = f"has at most {int(np.bincount(y).max())} sample(s) of any class"
+        fix = f"give at least {need} samples of some class, or x_val/y_val"
+    raise UserError(f"{name} {have}: too few to hold out a {val_fraction:.0%} validation split; {fix}")
 
 
 def _load_npz(path: Path):
@@ -205,8 +239,11 @@ def load_data(path: str | Path | None, input_shape: tuple, num_classes: int | No
             y_val = arrays.get("y_val")
             if y_val is not None:
                 y_val = _labels(y_val, len(x_val), num_classes, f"{path.name}: y_val")
+            _check_classes(path.name, y_train, y_val)
         else:
             tr, va = _split(x_train, y_train, val_fraction, seed)
+            _check_split(f"{path.name}: x_train", y_train, len(x_train), tr, va, val_fraction)
+            _check_classes(path.name, y_train)
             x_val = x_train[va]
             y_val = None if y_train is None else y_train[va]
             x_train = x_train[tr]
@@ -217,6 +254,8 @@ def load_data(path: str | Path | None, input_shape: tuple, num_classes: int | No
         if y is not None:
             y = _labels(y, len(x), num_classes, f"{path.name}: y")
         tr, va = _split(x, y, val_fraction, seed)
+        _check_split(f"{path.name}: x", y, len(x), tr, va, val_fraction)
+        _check_classes(path.name, y)
         x_train, x_val = x[tr], x[va]
         y_train, y_val = (None, None) if y is None else (y[tr], y[va])
     else:

@@ -12,41 +12,44 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
+                      ValidationError)
 
 from edgesparse.errors import UserError, describe_validation_error
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Bounds are checked when the target loads, before any work: a negative thread count or a NaN
+    # power figure would otherwise surface as an internal error in the middle of a build.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Hardware(_Strict):
     """Figures for the roofline estimate; each one carries its source in the YAML comments."""
 
     device: str
-    cores: int
-    clock_ghz: float
-    peak_fp32_gflops: float
-    peak_int8_gops: float
-    mem_bandwidth_gbs: float
-    memory_mb: int
-    idle_power_w: float
-    active_power_w: float
+    cores: PositiveInt
+    clock_ghz: PositiveFloat
+    peak_fp32_gflops: PositiveFloat
+    peak_int8_gops: PositiveFloat
+    mem_bandwidth_gbs: PositiveFloat
+    memory_mb: PositiveInt
+    idle_power_w: NonNegativeFloat
+    active_power_w: NonNegativeFloat
     accelerator: str | None = None
-    accelerator_peak_int8_gops: float | None = None
+    accelerator_peak_int8_gops: PositiveFloat | None = None
 
 
 class Constraints(_Strict):
     """What every artifact for this target must satisfy; verify checks each one."""
 
     static_shapes: bool = False             # no dynamic dims anywhere (NNAPI, Edge TPU)
-    batch: int | None = 1                   # fixed batch size of exported artifacts
+    batch: PositiveInt | None = 1           # fixed batch size of exported artifacts
     int8_io: list[Literal["float32", "int8", "uint8"]] = ["float32"]   # allowed I/O of int8 artifacts
     operator_set: Literal["litert-builtin", "nnapi", "edgetpu"] = "litert-builtin"
-    max_effective_dims: int | None = None   # Edge TPU: tensors with at most 3 non-1 dims
-    parameter_cache_bytes: int | None = None  # Edge TPU on-chip parameter cache (~8 MiB)
-    max_model_bytes: int | None = None      # refuse artifacts that cannot fit in memory
+    max_effective_dims: PositiveInt | None = None     # Edge TPU: tensors with at most 3 non-1 dims
+    parameter_cache_bytes: PositiveInt | None = None  # Edge TPU on-chip parameter cache (~8 MiB)
+    max_model_bytes: PositiveInt | None = None        # refuse artifacts that cannot fit in memory
 
 
 class Variant(_Strict):
@@ -60,9 +63,9 @@ class Variant(_Strict):
 class Target(_Strict):
     name: str
     title: str
-    runtimes: list[Literal["litert", "onnxruntime"]]
-    threads: int
-    simd_width: int = Field(1, description="fp32 lanes of the SIMD unit; pruned channel counts round to it")
+    runtimes: list[Literal["litert", "onnxruntime"]] = Field(min_length=1)
+    threads: PositiveInt
+    simd_width: PositiveInt = Field(1, description="fp32 lanes of the SIMD unit; pruned channel counts round to it")
     delegate: str | None = None             # the accelerator delegate a deployment would use
     deprecation: str | None = None          # loud notice printed with every build for this target
     notes: list[str] = []
@@ -89,15 +92,23 @@ def builtin_targets() -> list[str]:
 @lru_cache(maxsize=None)
 def _load_file(path: Path) -> Target:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read target file {path}: {exc}") from None
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read target file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"target file {path} is not UTF-8 text (byte {exc.start} is invalid); "
+                        "save it as UTF-8 YAML") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read target file {path}: {first}; give a YAML file") from None
     if not isinstance(raw, dict):
         raise UserError(f"target file {path} is not a mapping of keys; see targets/rpi4.yaml for the shape")
     try:
         return Target(**raw)
     except ValidationError as exc:
-        raise UserError(f"target file {path}: {describe_validation_error(exc)}") from None
+        raise UserError(f"target file {path}: {describe_validation_error(exc)}; see targets/rpi4.yaml for the shape") from None
 
 
 def load_target(name_or_path: str | Path) -> Target:

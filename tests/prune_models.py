@@ -175,8 +175,58 @@ def shared(seed=0):
     return keras.Model(i, o, name="shared")
 
 
+def ds_cnn(seed=0):
+    """A DS-CNN keyword-spotting model in miniature (MFCC frames x coefficients): a Conv1D stem,
+    then SeparableConv1D blocks with BatchNorm and ReLU, global average pooling, a softmax head."""
+    tf.random.set_seed(seed)
+    i = L.Input((20, 10))
+    x = L.Conv1D(16, 5, strides=2, padding="same", use_bias=False)(i)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    for width in (16, 24):
+        x = L.SeparableConv1D(width, 3, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+    x = L.GlobalAveragePooling1D()(x)
+    o = L.Dense(4, activation="softmax")(x)
+    return _randomise_bn(keras.Model(i, o, name="ds_cnn"), seed)
+
+
+def mobilenet_v2(seed=0):
+    """MobileNetV2-style: inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 linear project,
+    skip Add when the shape allows) with BatchNorm and ReLU6."""
+    tf.random.set_seed(seed)
+
+    def block(x, expand, out, stride):
+        width = int(x.shape[-1])
+        y = L.Conv2D(width * expand, 1, use_bias=False)(x)
+        y = L.BatchNormalization()(y)
+        y = L.ReLU(6.0)(y)
+        y = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(y)
+        y = L.BatchNormalization()(y)
+        y = L.ReLU(6.0)(y)
+        y = L.Conv2D(out, 1, use_bias=False)(y)
+        y = L.BatchNormalization()(y)
+        return L.Add()([x, y]) if stride == 1 and out == width else y
+
+    i = L.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(i)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    x = block(x, 4, 8, 1)
+    x = block(x, 4, 12, 2)
+    x = block(x, 4, 12, 1)
+    x = L.Conv2D(32, 1, use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    o = L.Dense(5, activation="softmax")(x)
+    return _randomise_bn(keras.Model(i, o, name="mobilenet_v2"), seed)
+
+
 ZOO = {"conv_bn": conv_bn, "residual": residual, "concat": concat, "mobile": mobile,
-       "conv1d": conv1d, "mlp": mlp, "squeeze_excite": squeeze_excite}
+       "conv1d": conv1d, "mlp": mlp, "squeeze_excite": squeeze_excite, "ds_cnn": ds_cnn,
+       "mobilenet_v2": mobilenet_v2}
 
 
 def sample_inputs(model, n: int = 32, seed: int = 0) -> np.ndarray:

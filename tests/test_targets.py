@@ -29,3 +29,52 @@ def test_target_file_errors_name_the_key(tmp_path):
     bad.write_text((load_target("rpi4").model_dump_json()).replace('"threads":4', '"threads":"four"'))
     with pytest.raises(UserError, match="threads"):
         load_target(bad)
+
+
+def _custom(tmp_path, old: str, new: str):
+    from edgesparse.targets import targets_dir
+
+    source = (targets_dir() / "rpi4.yaml").read_text()
+    assert old in source
+    f = tmp_path / "custom.yaml"
+    f.write_text(source.replace(old, new))
+    return f
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("threads: 4 ", "threads: -2 ", "threads"),
+    ("threads: 4 ", "threads: 0 ", "threads"),
+    ("  batch: 1 ", "  batch: -1 ", "constraints.batch"),
+    ("  batch: 1 ", "  batch: 0 ", "constraints.batch"),
+    ("simd_width: 4 ", "simd_width: 0 ", "simd_width"),
+    ("idle_power_w: 2.7", "idle_power_w: .nan", "hardware.idle_power_w"),
+    ("mem_bandwidth_gbs: 4.4", "mem_bandwidth_gbs: -4.4", "hardware.mem_bandwidth_gbs"),
+    ("peak_fp32_gflops: 96.0", "peak_fp32_gflops: .inf", "hardware.peak_fp32_gflops"),
+])
+def test_out_of_bounds_figures_are_refused_when_the_target_loads(tmp_path, old, new, key):
+    with pytest.raises(UserError, match=rf"custom.yaml: {key}: .*rpi4.yaml"):
+        load_target(_custom(tmp_path, old, new))
+
+
+def test_invalid_utf8_is_one_clear_line(tmp_path):
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.yaml is not UTF-8 text \(byte 9 is invalid\)"):
+        load_target(f)
+
+
+def test_bad_custom_target_stops_build_before_any_work(tmp_path, capsys):
+    from pathlib import Path
+
+    from edgesparse.cli import run
+
+    model = Path(__file__).resolve().parent.parent / "sample_models" / "digits_mlp.keras"
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: \xff\xfe\n")
+    neg = _custom(tmp_path, "threads: 4 ", "threads: -1 ")
+    for target in (bad, neg):
+        out = tmp_path / f"out-{target.stem}"
+        assert run(["build", str(model), "--target", str(target), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: target file") and len(err.splitlines()) == 1, err
+        assert not out.exists()

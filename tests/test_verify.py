@@ -135,3 +135,15 @@ def test_output_metrics_arithmetic():
     assert m["accuracy"] == pytest.approx(66.667, abs=1e-3)
     assert m["max_abs_diff"] == pytest.approx(0.3, abs=1e-6)
     assert output_metrics(out, ref, None)["accuracy"] is None
+
+
+def test_agreement_of_single_output_heads():
+    ref = np.array([[0.9], [0.2], [0.6], [0.4]], np.float32)
+    out = np.array([[0.7], [0.3], [0.45], [0.1]], np.float32)
+    sigmoid = output_metrics(out, ref, None, head="sigmoid")
+    assert sigmoid["top1_agreement"] == pytest.approx(75.0) and sigmoid["agreement"].startswith("decision")
+    regression = output_metrics(out, ref, None, head="logits")
+    # argmax over one value always agrees: a regression model must not report "100% agreement"
+    assert regression["top1_agreement"] is None and "regression" in regression["agreement"]
+    assert regression["max_abs_diff"] == pytest.approx(0.3, abs=1e-6)
+    assert output_metrics(out, ref, np.zeros(4, int))["accuracy"] is None

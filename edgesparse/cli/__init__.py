@@ -35,7 +35,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 def build(
     model: Path = typer.Argument(..., help="A tf_keras or Keras 3 .keras file, an .h5 file, a SavedModel folder, or an .onnx file."),
     target: str = typer.Option("rpi4", "--target", "-t", help="rpi4, android-nnapi, coral, or a target YAML path."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz (x_train/y_train[/x_val/y_val] or x/y) or a folder of class sub-folders."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="An .npz (x_train/y_train, optionally x_val/y_val; or x/y) or a folder of class sub-folders."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="A recipe YAML replacing the target's default recipe."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default out/<model>-<target>)."),
     profile: Optional[list[str]] = typer.Option(None, "--profile", "-p", help="Agent URL to measure the artifacts on (repeat for several devices)."),

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from edgesparse._tf import keras
 from edgesparse.errors import UserError
 from edgesparse.frontends.archive import check_members, read_json
@@ -247,3 +249,10 @@ def check_working_form(model, where: str = "the model") -> None:
     if any(d is None for d in shape[1:]):
         raise UserError(f"cannot use {where}: its input shape {shape} has unknown dimensions; edge targets "
                         "need static shapes, so rebuild it with keras.Input(shape=(...)) fully given")
+    # The one check of weight values: NaN/inf weights build, "meet" a budget and ship an all-NaN model.
+    for w in model.weights:
+        values = np.asarray(w.numpy())
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise UserError(f"cannot use {where}: weight {w.name} holds {bad} NaN or infinite values "
+                            "(training diverged, or the file is damaged); retrain it or use a good checkpoint")

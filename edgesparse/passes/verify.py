@@ -1,8 +1,9 @@
 """verify: run every artifact in its real runtime, measure it, and check it against the target.
 
 Per artifact (in `artifact.metrics`): accuracy on the validation split (labelled data only),
-top-1 agreement and max absolute output difference against the Keras model being exported,
-bytes, sha256 and the number of samples. Target constraints (static shapes, batch, I/O dtypes,
+agreement (top-1; the p > 0.5 decision of a single sigmoid output; none for a single linear
+output, where argmax would always agree) and max absolute output difference against the Keras
+model being exported, bytes, sha256 and the number of samples. Target constraints (static shapes, batch, I/O dtypes,
 operators and their versions, Edge TPU mapping and parameter cache) go into `artifact.checks`.
 
 A constraint that fails is recorded and warned about, not raised: the report shows it. An
@@ -10,13 +11,13 @@ artifact that does not load or run at all is a failed build (UserError).
 """
 from __future__ import annotations
 
-
 import numpy as np
 from pydantic import Field
 
 from edgesparse.checks import COMPILER_NOT_RUN, check_artifact
 from edgesparse.errors import UserError
 from edgesparse.train.metrics import predict
+from edgesparse.graph.functional import output_activation
 from edgesparse.pipeline import ARTIFACTS, Pass, PassConfig, RunContext, Stage, register_pass
 from edgesparse.runtime.artifact import RUNTIME_NAMES, open_artifact
 from edgesparse.state import ModelState, VerifyFacts
@@ -42,16 +43,41 @@ def evaluation_inputs(data, max_samples: int | None) -> tuple[np.ndarray, np.nda
     return np.asarray(x, dtype=np.float32), y, which
 
 
-def output_metrics(out: np.ndarray, ref: np.ndarray, y: np.ndarray | None) -> dict:
-    """Accuracy (%), top-1 agreement with the reference (%), max |out - ref|."""
+REGRESSION = ("none: one linear output (regression, or a single logit) has no class to agree on; "
+              "compare max_abs_diff")
+
+
+def output_metrics(out: np.ndarray, ref: np.ndarray, y: np.ndarray | None, head: str = "logits") -> dict:
+    """Accuracy (%), agreement with the reference (%), max |out - ref|.
+
+    Agreement compares decisions: the top-1 class of a head with several outputs; the p > 0.5
+    decision of a single sigmoid output. A single linear output has no decision (argmax over one
+    value always agrees), so its agreement is None and only the output difference is reported.
+    `agreement` in the metrics says which of these was measured."""
     out2, ref2 = out.reshape(len(out), -1), ref.reshape(len(ref), -1)
+    single = out2.shape[1] == 1
+    if not single:
+        agree, kind = np.mean(out2.argmax(1) == ref2.argmax(1)), "top-1"
+    elif head == "sigmoid":
+        agree, kind = np.mean((out2[:, 0] > 0.5) == (ref2[:, 0] > 0.5)), "decision (p > 0.5)"
+    else:
+        agree, kind = None, REGRESSION
     metrics = {
-        "top1_agreement": round(float(np.mean(out2.argmax(1) == ref2.argmax(1)) * 100.0), 3),
+        "top1_agreement": None if agree is None else round(float(agree) * 100.0, 3),
+        "agreement": kind,
         "max_abs_diff": float(np.max(np.abs(out2 - ref2))) if len(out2) else 0.0,
         "n_samples": int(len(out2)),
     }
-    metrics["accuracy"] = None if y is None else round(float(np.mean(out2.argmax(1) == y) * 100.0), 3)
+    metrics["accuracy"] = top1_accuracy(out2, y)
     return metrics
+
+
+def top1_accuracy(out: np.ndarray, y: np.ndarray | None) -> float | None:
+    """Top-1 accuracy (%) of outputs against class labels; None without labels or with one output."""
+    out2 = out.reshape(len(out), -1)
+    if y is None or out2.shape[1] == 1:
+        return None
+    return round(float(np.mean(out2.argmax(1) == y) * 100.0), 3)
 
 
 @register_pass
@@ -67,8 +93,8 @@ class Verify(Pass):
         target = ctx.target
         x, y, which = evaluation_inputs(ctx.data, cfg.max_samples)
         reference = predict(state.model, x)
-        keras_accuracy = None if y is None else round(float(np.mean(
-            reference.reshape(len(reference), -1).argmax(1) == y) * 100.0), 3)
+        keras_accuracy = top1_accuracy(reference, y)
+        head = output_activation(state.model)
 
         task = ctx.progress.task("verify", total=len(state.artifacts))
         for artifact in state.artifacts:
@@ -81,7 +107,7 @@ class Verify(Pass):
                 raise UserError(f"{artifact.name} does not run in {runtime}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                                 "the export is broken, rerun with --debug and report it") from exc
-            metrics = output_metrics(out, reference, y)
+            metrics = output_metrics(out, reference, y, head)
             metrics.update(bytes=artifact.path.stat().st_size, sha256=sha256_file(artifact.path),
                            data=which, keras_accuracy=keras_accuracy)
             artifact.metrics.update(metrics)
@@ -95,6 +121,10 @@ class Verify(Pass):
             task.advance(1)
         task.close()
 
+        if any(a.metrics.get("agreement") == REGRESSION for a in state.artifacts):
+            state.warn("the model has one linear output (regression): top-1 agreement means nothing there, "
+                       "so each artifact is compared with the Keras model by its output difference only "
+                       "(max abs diff)")
         if target.deprecation:
             state.warn(target.deprecation)
         state.record(VerifyFacts(

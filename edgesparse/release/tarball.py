@@ -98,6 +98,19 @@ def _safe_name(name: str) -> PurePosixPath:
     return p
 
 
+def _file_and_folder(members: list[tarfile.TarInfo]) -> str | None:
+    """A path that is a file in one entry and a folder in another (or the parent of an entry).
+
+    Unpacking such an archive would end in FileExistsError or NotADirectoryError half-way."""
+    files, folders = set(), set()
+    for m in members:
+        parts = _safe_name(m.name).parts
+        (folders if m.isdir() else files).add(parts)
+        folders.update(parts[:i] for i in range(1, len(parts)))
+    clash = sorted(files & folders)
+    return PurePosixPath(*clash[0]).as_posix() if clash else None
+
+
 def is_release_tarball(path: Path, top: str) -> bool:
     """Whether `path` is a tarball write_tarball made for `top` (its first entry is that folder).
     Reads one header, so it is cheap on any file."""
@@ -131,6 +144,10 @@ def extract_tarball(path: Path, dest: Path, sums_name: str = "SHA256SUMS") -> st
         if len(tops) != 1:
             raise UserError(f"{path} has {len(tops)} top-level entries ({', '.join(sorted(tops)[:3])}); "
                             "a release has exactly one top folder")
+        clash = _file_and_folder(members)
+        if clash is not None:
+            raise UserError(f"{path}: {clash} is both a file and a folder in the tarball; a release "
+                            "holds each path once; build it again with `edgesparse release`")
         # Sizes come from the tar headers, checked before anything is written.
         if sum(m.size for m in members if m.isfile()) > MAX_UNPACKED_BYTES:
             raise UserError(f"{path} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GiB; refusing")

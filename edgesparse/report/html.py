@@ -11,7 +11,7 @@ import html
 from typing import Any, Callable
 
 from edgesparse.report import plots
-from edgesparse.report.markdown import fmt, sig
+from edgesparse.report.markdown import fmt, reconstruction_rows, sig
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -182,6 +182,12 @@ def _prune(f: dict[str, Any] | None, draw: bool) -> str:
                          [[s.get("step"), s.get("removed_channels"), s.get("macs"), s.get("params"),
                            s.get("accuracy_pruned"), s.get("accuracy_reconstructed"),
                            s.get("accuracy_finetuned")] for s in steps]))
+    refits = reconstruction_rows(f)
+    if refits:
+        out.append("<h3>Reconstruction</h3>"
+                   '<p class="meta">Relative output error of each layer that lost input channels, before and '
+                   "after the least-squares refit on calibration activations.</p>")
+        out.append(table(["step", "layer", "error before", "error after", "outcome"], refits))
     out.append(_sensitivity(f.get("sensitivity"), draw))
     return "\n".join(out)
 

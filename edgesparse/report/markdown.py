@@ -96,12 +96,11 @@ def _pruning(r: dict[str, Any]) -> list[str]:
                    [[name, before, after] for name, (before, after) in p["channels"].items()]), ""]
     for layer, why in (p.get("unprunable_layers") or {}).items():
         lines.append(f"- `{layer}` kept whole: {why}")
-    errors = [(s_["step"], e["layer"], e["error_before"], e["error_after"])
-              for s_ in p.get("reconstruction") or [] for e in s_["layers"]]
+    errors = reconstruction_rows(p)
     if errors:
-        lines += ["", "Reconstruction (relative output error of each refit layer, before → after the "
-                  "least-squares refit on calibration activations):", "",
-                  table(["step", "layer", "error before", "error after"], errors), ""]
+        lines += ["", "Reconstruction (relative output error of each layer that lost input channels, "
+                  "before → after the least-squares refit on calibration activations):", "",
+                  table(["step", "layer", "error before", "error after", "outcome"], errors), ""]
     return lines + [""]
 
 
@@ -126,6 +125,23 @@ def _lowrank(r: dict[str, Any]) -> list[str]:
     if f.get("measured_on"):
         lines += [f"- {f['measured_on']}", ""]
     return lines
+
+
+def reconstruction_rows(p: dict[str, Any]) -> list[list[Any]]:
+    """One row per layer reconstruction looked at. Layers it cannot refit (a SeparableConv1D, say)
+    carry only a reason, no errors: the row says "not refit" and why instead of failing."""
+    rows = []
+    for step in p.get("reconstruction") or []:
+        for layer in step.get("layers") or []:
+            if layer.get("refit"):
+                outcome = "refit"
+            elif layer.get("why"):
+                outcome = f"not refit: {layer['why']}"
+            else:
+                outcome = "not refit: the refit did not beat the plain slice on held-out samples"
+            rows.append([step.get("step"), layer.get("layer"), layer.get("error_before"),
+                         layer.get("error_after"), outcome])
+    return rows
 
 
 def _sparsity(r: dict[str, Any]) -> list[str]:

@@ -2,15 +2,36 @@
 from __future__ import annotations
 
 import gzip
+import math
 import platform
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgesparse import __version__
 from edgesparse.files import sha256_file
 from edgesparse.state import ImportFacts
 
 SCHEMA_VERSION = "1.0"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as report.json holds it. JSON has no NaN or Infinity (json.dumps would write a bare
+    `NaN` that other parsers reject), so a non-finite number becomes null; numpy scalars and arrays
+    become plain numbers and lists."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
 
 
 # The toolchain whose versions decide the artifact bytes: distribution -> the short key a
@@ -66,7 +87,7 @@ def build_report(*, state, records, target, recipe, data, seconds: float, workdi
     final_metrics: dict[str, Any] = {}
     for r in records:
         final_metrics.update({k: v for k, v in r.metrics.items() if k in ("params", "macs", "accuracy")})
-    return {
+    return json_safe({
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "model": {
@@ -93,4 +114,4 @@ def build_report(*, state, records, target, recipe, data, seconds: float, workdi
         "warnings": list(state.warnings),
         "seconds": round(seconds, 2),
         "versions": {k: v for k, v in toolchain_versions().items() if v is not None},
-    }
+    })

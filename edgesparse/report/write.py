@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.report.markdown import render_markdown
+from edgesparse.report.schema import json_safe
 
 
 def write_reports(report: dict[str, Any], folder: Path) -> None:
@@ -22,5 +23,7 @@ def write_reports(report: dict[str, Any], folder: Path) -> None:
         page = None
     if page is not None:
         (folder / "report.html").write_text(page, encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    # allow_nan=False: a non-finite number that got past json_safe fails here, never as a bare NaN on disk.
+    text = json.dumps(json_safe(report), indent=2, default=str, allow_nan=False)
+    (folder / "report.json").write_text(text + "\n")
     (folder / "report.md").write_text(render_markdown(report))
