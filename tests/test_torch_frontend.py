@@ -263,3 +263,24 @@ def test_from_module_reports_an_untraceable_module_in_one_line():
     with pytest.raises(UserError) as err:
         from_module(DataDependent(), torch.randn(1, 4))
     assert "torch.export could not trace" in _one_line(err)
+
+
+def test_pt2_cannot_run_pickled_code_by_default(tmp_path):
+    """torch.export.load falls back to full pickle for the sample inputs when the weights-only
+    unpickler refuses them; the child forces weights-only, so the payload never runs."""
+    torch = pytest.importorskip("torch")
+    import io
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').close()",)
+
+    buffer = io.BytesIO()
+    torch.save(Payload(), buffer)
+    path = _fake_pt2(tmp_path / "hostile.pt2", {"data/sample_inputs/model.pt": buffer.getvalue()})
+    with pytest.raises(UserError) as err:
+        load_model(path)
+    assert "pickled data that is not plain tensors" in _one_line(err) and "--unsafe-load" in str(err.value)
+    assert not marker.exists()

@@ -88,6 +88,9 @@ def _require_torch(path) -> None:
 
 def _export_in_child(pt2: Path, onnx_path: Path, shown, trusted: bool) -> None:
     """torch.onnx.export in a child process, bounded in time; its failure as one line."""
+    from edgesparse.frontends.keras import UNSAFE_FLAG
+    from edgesparse.frontends.torch_export import REFUSED_PICKLE
+
     command = [sys.executable, "-m", "edgesparse.frontends.torch_export", str(pt2), str(onnx_path)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
     package_root = str(Path(__file__).resolve().parents[2])       # this edgesparse, in the child too
@@ -99,6 +102,10 @@ def _export_in_child(pt2: Path, onnx_path: Path, shown, trusted: bool) -> None:
         raise _fail(shown, f"torch.onnx.export did not finish within {EXPORT_TIMEOUT_S} s; export the model "
                            "to ONNX yourself and give edgesparse the .onnx file") from None
     if done.returncode != 0 or not onnx_path.is_file():
+        if f"error: {REFUSED_PICKLE}" in done.stderr:
+            raise _fail(shown, f"the .pt2 holds pickled data that is not plain tensors, which loading would run "
+                               f"as code; save the program again from plain tensors, or, if you trust the file "
+                               f"as much as a script, pass {UNSAFE_FLAG}")
         lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
         said = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")),
                     lines[-1] if lines else f"exit code {done.returncode}")

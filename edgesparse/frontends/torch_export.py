@@ -15,12 +15,15 @@ AOTInductor libraries) are refused by the parent before this process starts (tor
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 
 # The ONNX opset the export writes: inside the ONNX frontend's checked range (onnx.py).
 OPSET = 17
+# The first word of the error line when the weights-only unpickler refused a member (torch.py words the fix).
+REFUSED_PICKLE = "refused-pickle"
 
 
 def export_module(module, args: tuple, out: Path) -> None:
@@ -65,10 +68,15 @@ def main(argv: list[str]) -> int:
     if "--trusted" not in argv:
         os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
         os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    import pickle
+
     try:
         export_pt2(Path(argv[0]), Path(argv[1]))
+    except pickle.UnpicklingError:
+        print(f"error: {REFUSED_PICKLE}", file=sys.stderr)
+        return 2
     except Exception as err:          # one line for the parent; the parent adds the fix
-        text = " ".join(str(err).split()) or type(err).__name__
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split()) or type(err).__name__
         print(f"error: {type(err).__name__}: {text[:400]}", file=sys.stderr)
         return 2
     return 0
