@@ -1,6 +1,7 @@
 """Model files -> the working form (a functional tf_keras model). `load_model` picks the frontend
-by the file's content, not its name: ONNX protobufs go to frontends/onnx.py, everything else
-(tf_keras and Keras 3 files, SavedModel folders) to frontends/keras.py."""
+by the file's content, not its name: ONNX protobufs go to frontends/onnx.py, torch.export.save
+archives (`.pt2`) to frontends/torch.py (through ONNX), everything else (tf_keras and Keras 3
+files, SavedModel folders) to frontends/keras.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,9 @@ def load_model(path: str | Path, check: bool = True, input_shape=None,
                unsafe: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """Load any accepted model file as a functional tf_keras model; returns (model, info).
 
-    unsafe: let a Keras file run the code it holds (--unsafe-load); None follows the enclosing
-    `frontends.keras.unsafe_loading` policy. An ONNX file holds no code, so it never applies.
+    unsafe: let a Keras file run the code it holds (--unsafe-load), or a `.pt2` load the pickled
+    objects it holds; None follows the enclosing `frontends.keras.unsafe_loading` policy. An ONNX
+    file holds no code, so it never applies.
 
     input_shape: the per-sample input shape in the file's own layout, for ONNX files whose
     input has dynamic dimensions (Keras files carry theirs): a tuple or text like "3,224,224".
@@ -23,6 +25,18 @@ def load_model(path: str | Path, check: bool = True, input_shape=None,
 
     path = Path(path)
     input_shape = parse_shape(input_shape)
+    if path.is_file():
+        from edgesparse.frontends.torch import pt2_root
+
+        if path.suffix.lower() == ".pt2" or pt2_root(path) is not None:
+            from edgesparse.frontends.keras import _UNSAFE_LOAD, check_working_form
+            from edgesparse.frontends.torch import load_pt2
+
+            model, info = load_pt2(path, input_shape=input_shape, check=check,
+                                   unsafe=_UNSAFE_LOAD.get() if unsafe is None else bool(unsafe))
+            check_working_form(model, str(path))
+            info.update(path=str(path), converted_to_functional=False)
+            return model, info
     if path.is_file() and _is_torch(path):
         from edgesparse.frontends.onnx import FOR_TORCH
 
