@@ -9,7 +9,7 @@ DATA   ?= sample_models/digits.npz
 TARGET ?= rpi4
 OUT    ?= out/demo-$(TARGET)
 
-.PHONY: setup demo test samples clean
+.PHONY: setup demo test test-zoo samples clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: $(STAMP)   ## build the sample CNN for a target (TARGET=rpi4|android-nnapi
 
 test: $(STAMP)   ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-zoo: $(STAMP)   ## every test-zoo model through the default recipe of every target (30 builds)
+	EDGESPARSE_ZOO_MATRIX=1 $(BIN)/python -m pytest -q tests/test_zoo_targets.py
 
 samples: $(STAMP)   ## re-make the sample models and data deterministically
 	$(BIN)/python sample_models/make_samples.py
