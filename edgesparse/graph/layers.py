@@ -133,11 +133,25 @@ def weight_axes(layer) -> list[Axes] | None:
     return None if rule.axes is None else rule.axes(layer)
 
 
+# The built-in layers' weights in their get_weights() order, by attribute. A layer unwrapped from
+# tfmot's QuantizeWrapper lists only its bias in `.weights` (the wrapper holds the kernel), but its
+# attributes still point at every weight.
+_WEIGHT_ATTRS = ("depthwise_kernel", "pointwise_kernel", "kernel", "bias", "gamma", "beta",
+                 "moving_mean", "moving_variance", "alpha")
+
+
+def weights_of(layer) -> list:
+    """The layer's weight variables in the order its rule's axes describe."""
+    named = [getattr(layer, a, None) for a in _WEIGHT_ATTRS]
+    named = [w for w in named if w is not None and hasattr(w, "shape")]
+    return named if named and len(named) >= len(layer.weights) else list(layer.weights)
+
+
 def _width(layer, tag) -> int | None:
     axes = weight_axes(layer)
     if not axes:
         return None
-    for w, ax in zip(layer.weights, axes):
+    for w, ax in zip(weights_of(layer), axes):
         for axis, t in ax.items():
             if t == tag:
                 return int(w.shape[axis])
@@ -154,7 +168,7 @@ def out_width(layer) -> int | None:
 
 
 def _first_weight_with(layer, tag) -> tuple[np.ndarray, int]:
-    for w, ax in zip(layer.get_weights(), weight_axes(layer)):
+    for w, ax in zip((np.asarray(v) for v in weights_of(layer)), weight_axes(layer)):
         for axis, t in ax.items():
             if t == tag and w.ndim >= 2:
                 return w, axis
