@@ -22,7 +22,8 @@ from edgesparse.state import ModelState
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 DATA = ROOT / "tests" / "data"
-ACCEPTED = "edgesparse accepts tf_keras or Keras 3 .keras files, .h5 files, and SavedModel folders"
+ACCEPTED = ("edgesparse accepts tf_keras or Keras 3 .keras files, .h5 files, SavedModel folders, ONNX files "
+            "and PyTorch .pt2 files (torch.export.save)")
 
 # Made by Keras 3 in a subprocess (this process has tf_keras loaded): a functional model with
 # many layer kinds and random non-default weights, nested models (one shared), a Sequential

@@ -29,7 +29,8 @@ from edgesparse.errors import UserError
 from edgesparse.frontends.archive import check_members, read_json
 from edgesparse.frontends.keras3 import translate_keras3
 
-ACCEPTED = "edgesparse accepts tf_keras or Keras 3 .keras files, .h5 files, and SavedModel folders"
+ACCEPTED = ("edgesparse accepts tf_keras or Keras 3 .keras files, .h5 files, SavedModel folders, ONNX files "
+            "and PyTorch .pt2 files (torch.export.save)")
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
