@@ -168,18 +168,7 @@ def test_gmp_at_98_percent_empties_no_layer(digits):
 # ----------------------------------------------------------------------------- into the artifact
 
 
-def _litert_outputs(data: bytes, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    rows = []
-    for sample in x:
-        it.set_tensor(inp["index"], sample[None])
-        it.invoke()
-        rows.append(it.get_tensor(out["index"])[0])
-    return np.stack(rows)
+from litert_run import run_tflite as _litert_outputs  # noqa: E402
 
 
 def test_the_masks_are_stripped_and_the_zeros_are_in_the_tflite(digits, tmp_path):

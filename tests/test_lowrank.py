@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 
 from edgesparse._tf import keras
 from edgesparse.cli import run as cli
@@ -25,6 +24,7 @@ from edgesparse.pipeline import RunContext
 from edgesparse.state import ModelState
 
 import prune_models as zoo
+from litert_run import run_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
 CNN = ROOT / "sample_models" / "digits_cnn.keras"
@@ -59,15 +59,7 @@ def run(model, x, tmp_path, **config):
 
 
 def litert(model, x: np.ndarray) -> np.ndarray:
-    it = Interpreter(model_content=to_tflite(model, "fp32"))
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    rows = []
-    for sample in x:
-        it.set_tensor(inp["index"], sample[None])
-        it.invoke()
-        rows.append(it.get_tensor(out["index"])[0])
-    return np.stack(rows)
+    return run_tflite(to_tflite(model, "fp32"), x)
 
 
 @pytest.mark.parametrize("method", ["tucker2", "spatial"])

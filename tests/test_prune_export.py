@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tf2onnx
-from ai_edge_litert.interpreter import Interpreter
 
 from edgesparse._tf import tf
 from edgesparse.data import synthetic
@@ -15,6 +14,7 @@ from edgesparse.pipeline import RunContext
 from edgesparse.passes.prune.pass_ import PrunePass
 from edgesparse.state import ModelState
 
+import litert_run
 import prune_models as zoo
 
 
@@ -25,15 +25,7 @@ def to_tflite(model) -> bytes:
 
 
 def run_tflite(blob: bytes, x: np.ndarray) -> np.ndarray:
-    it = Interpreter(model_content=blob, num_threads=1)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    rows = []
-    for sample in x:
-        it.set_tensor(inp["index"], sample[None])
-        it.invoke()
-        rows.append(it.get_tensor(out["index"])[0])
-    return np.stack(rows)
+    return litert_run.run_tflite(blob, x, threads=1)
 
 
 def run_onnx(model, x: np.ndarray, tmp_path) -> np.ndarray:
