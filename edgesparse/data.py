@@ -56,6 +56,13 @@ def _fit_shape(x: np.ndarray, input_shape: tuple, what: str) -> np.ndarray:
         if int(np.prod(got)) != int(np.prod(want)):
             raise UserError(f"{what} samples have shape {got} but the model takes {want}; "
                             "give data shaped like the model's input")
+        if not _same_layout(got, want):
+            # (3, 32, 32) into a (32, 32, 3) model has the right element count, but a reshape
+            # would scramble every image; refusing beats verifying a model on noise.
+            hint = ("it looks channels-first: transpose it to channels-last, e.g. "
+                    "x.transpose(0, 2, 3, 1)" if sorted(got) == sorted(want) else
+                    "reshape or transpose it to the model's input layout yourself")
+            raise UserError(f"{what} samples have shape {got} but the model takes {want}; {hint}")
         x = x.reshape((len(x),) + want)
     with np.errstate(over="ignore"):     # values past float32's range become inf, refused just below
         x = x.astype(np.float32, copy=False)
@@ -67,6 +74,13 @@ def _fit_shape(x: np.ndarray, input_shape: tuple, what: str) -> np.ndarray:
         raise UserError(f"{what} holds {int(bad.sum())} NaN or infinite values (the first in sample {first}); "
                         "remove those samples or replace the values with finite numbers")
     return x
+
+
+def _same_layout(got: tuple, want: tuple) -> bool:
+    """Whether a reshape keeps every value where the model expects it: flattening (one side is
+    1-D) or adding or dropping size-1 axes (8x8 images into an 8x8x1 input), not a permutation."""
+    squeeze = lambda shape: tuple(d for d in shape if d != 1)  # noqa: E731
+    return len(got) == 1 or len(want) == 1 or squeeze(got) == squeeze(want)
 
 
 def _labels(y: np.ndarray, n: int, num_classes: int | None, what: str) -> np.ndarray:

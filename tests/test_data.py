@@ -33,6 +33,16 @@ def test_images_are_reshaped_to_a_flat_model_input(tmp_path):
     assert d.x_train.shape == (10, 64) and d.x_val.shape == (10, 64)
 
 
+def test_size_one_axes_are_added_but_channels_first_data_is_refused(tmp_path):
+    x = np.zeros((6, 8, 8), np.float32)
+    p = _npz(tmp_path, x_train=x, y_train=np.arange(6) % 2, x_val=x, y_val=np.arange(6) % 2)
+    assert load_data(p, (8, 8, 1), 2).x_train.shape == (6, 8, 8, 1)
+    nchw = np.zeros((6, 3, 8, 8), np.float32)
+    p = _npz(tmp_path, x_train=nchw, y_train=np.arange(6) % 2, x_val=nchw, y_val=np.arange(6) % 2)
+    with pytest.raises(UserError, match="channels-first: transpose"):
+        load_data(p, (8, 8, 3), 2)
+
+
 def test_unlabelled_x_is_calibration_only(tmp_path):
     p = _npz(tmp_path, x=np.zeros((20, 4), np.float32))
     d = load_data(p, (4,), 2)
