@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)   ## build the sample CNN for a target (TARGET=rpi4|android-nnapi|coral)
 	$(BIN)/edgesparse build $(MODEL) --target $(TARGET) --data $(DATA) --out $(OUT)
 
+# Two workers, one test file each at a time: module fixtures stay per file and the suite fits
+# its 15 minutes on a 2-core machine.
 test: $(STAMP)   ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-zoo: $(STAMP)   ## every test-zoo model through the default recipe of every target (30 builds)
 	EDGESPARSE_ZOO_MATRIX=1 $(BIN)/python -m pytest -q tests/test_zoo_targets.py
