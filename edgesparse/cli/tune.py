@@ -27,7 +27,7 @@ def tune_command(
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Constraint: p50 latency."),
     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="Constraint: artifact size."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Write the chosen point's recipe: fastest-within-budget, most-accurate or smallest-within-budget."),
-    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 (default) or random (the control)."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), nsga2 or random (the control)."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Fine-tune and re-measure the Pareto set (the default recipe's recovery)."),
     lease_seconds: float = typer.Option(120.0, "--lease-seconds", help="A trial whose worker stops renewing its lease this long is failed and retried once."),
@@ -44,8 +44,10 @@ def tune_command(
 
     if not lease_seconds > 0:
         raise UserError("--lease-seconds must be positive")
-    if sampler not in ("nsga2", "random"):
-        raise UserError(f"--sampler {sampler!r}: choose nsga2 or random")
+    from edgesparse.search.tune import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if model == WORKER:
         if not storage or not study:
             raise UserError("tune worker needs --storage URL and --study NAME of a running study")
