@@ -7,6 +7,12 @@ renews it from a background thread while it works. Any worker that finds a RUNNI
 lease has expired (its worker or device died) tells it as FAILED and re-enqueues its parameters
 once; a re-enqueued trial that dies again stays failed, so a point that kills workers cannot
 loop forever.
+
+A worker that dies between asking a trial and taking its lease leaves a RUNNING trial with no
+lease at all. Left alone it would count against the budget forever, and the other workers would
+wait for it forever. A reaper that sees such a trial still lease-less `UNLEASED_GRACE_S` after
+it first saw it treats it as expired. The grace is timed on the reaper's own clock (not the
+trial's start time, which another machine's clock and time zone wrote).
 """
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ from contextlib import contextmanager
 LEASE_KEY = "edgesparse:lease_until"
 WORKER_KEY = "edgesparse:worker"
 RETRY_OF_KEY = "retry_of"          # user attribute of a re-enqueued trial: the trial it repeats
+UNLEASED_GRACE_S = 60.0            # asking and taking the lease take well under a second
+
+_unleased_since: dict[tuple[int, int], float] = {}   # (study id, trial id) -> when this process first saw it
 
 
 def _storage_and_id(study, trial):
@@ -63,11 +72,17 @@ def reap_expired(study, now: float | None = None) -> list[int]:
     reaped = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         until = t.system_attrs.get(LEASE_KEY)
-        if until is None or until > now:
+        if until is None:
+            first = _unleased_since.setdefault((study._study_id, t._trial_id), now)
+            if now - first <= UNLEASED_GRACE_S:
+                continue
+            why = f"no lease taken within {UNLEASED_GRACE_S:.0f} s (its worker died after asking)"
+        elif until > now:
             continue
+        else:
+            why = f"lease expired (worker {t.system_attrs.get(WORKER_KEY)})"
         try:
-            study._storage.set_trial_user_attr(
-                t._trial_id, "failed_because", f"lease expired (worker {t.system_attrs.get(WORKER_KEY)})")
+            study._storage.set_trial_user_attr(t._trial_id, "failed_because", why)
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except Exception:    # told by another worker meanwhile (Optuna refuses a second tell)
             continue
