@@ -3,7 +3,6 @@ target is met, every factorised model exports and verifies for the three targets
 prune the new bottlenecks, and bad input is refused before any work."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 from edgesparse._tf import keras
 from edgesparse.cli import run as cli
+from edgesparse.convert.onnx import to_onnx
 from edgesparse.convert.tflite import to_tflite
 from edgesparse.data import synthetic
 from edgesparse.errors import UserError
@@ -18,7 +18,7 @@ from edgesparse.graph.channels import ChannelGraph
 from edgesparse.graph.stats import count_macs
 from edgesparse.passes.lowrank import forms as F
 from edgesparse.passes.lowrank.pass_ import LowRankPass
-from edgesparse.passes.lowrank.spectra import vbmf_rank
+from edgesparse.passes.lowrank.spectra import round_rank, vbmf_rank
 from edgesparse.passes.prune.pass_ import PrunePass
 from edgesparse.pipeline import RunContext
 from edgesparse.state import ModelState
@@ -62,8 +62,15 @@ def litert(model, x: np.ndarray) -> np.ndarray:
     return run_tflite(to_tflite(model, "fp32"), x)
 
 
+def onnxruntime(model, x: np.ndarray, tmp_path) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(to_onnx(model, tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    return np.stack([sess.run(None, {"input": sample[None]})[0][0] for sample in x])
+
+
 @pytest.mark.parametrize("method", ["tucker2", "spatial"])
-def test_full_rank_reproduces_the_model_in_keras_and_litert(method, tmp_path):
+def test_full_rank_reproduces_the_model_in_keras_litert_and_onnxruntime(method, tmp_path):
     model = small_net()
     x = zoo.sample_inputs(model, 96, seed=1)
     ranks = {l.name: list(F.limits(l, F.forms_for(l, method)[0])) for l in model.layers if F.kind_of(l)}
@@ -75,6 +82,7 @@ def test_full_rank_reproduces_the_model_in_keras_and_litert(method, tmp_path):
     want = model(x[:16]).numpy()
     np.testing.assert_allclose(state.model(x[:16]).numpy(), want, atol=2e-5)
     np.testing.assert_allclose(litert(state.model, x[:16]), want, atol=2e-5)
+    np.testing.assert_allclose(onnxruntime(state.model, x[:16], tmp_path), want, atol=2e-5)
 
 
 def test_mac_target_is_met_and_counted_as_planned(tmp_path):
@@ -87,6 +95,45 @@ def test_mac_target_is_met_and_counted_as_planned(tmp_path):
     assert all(r["macs_after"] < r["macs_before"] for r in f["layers"])    # only where it saves MACs
     assert 0 < f["energy_threshold"] < 1
     assert all(r["error_after"] <= r["error_before"] for r in f["layers"])
+
+
+def test_mac_target_spends_what_the_rounding_leaves(tmp_path):
+    """Rounding ranks to 8 makes the common threshold jump below the target; the slack is then
+    spent: no factorised mode can go one SIMD step up without passing the target."""
+    model = zoo.conv_bn()
+    x = zoo.sample_inputs(model, 128, seed=2)
+    f = run(model, x, tmp_path, macs=0.5, method="auto", round_to=8).facts["lowrank"]
+    target = 0.5 * f["macs_before"]
+    assert f["macs_after"] <= target
+    for r in f["layers"]:
+        layer = model.get_layer(r["layer"])
+        for mode, (rank, limit) in enumerate(zip(r["ranks"], r["limits"])):
+            assert rank % 8 == 0 or rank == limit
+            up = round_rank(rank + 1, 8, limit)
+            if up == rank:
+                continue
+            raised = F.macs(layer, r["form"], tuple(r["ranks"][:mode]) + (up,) + tuple(r["ranks"][mode + 1:]))
+            assert raised >= r["macs_before"] or f["macs_after"] - r["macs_after"] + raised > target, (r, mode)
+
+
+def test_measure_keeps_only_faster_layers_and_spreads_the_target_over_them(tmp_path):
+    """measure: true times each factorisation alone in LiteRT. Whatever the timings on this
+    host, a kept layer measured faster, a layer left whole measured not faster, and the MAC
+    target holds unless the layers that run faster cannot reach it (then a note says so)."""
+    model = zoo.conv_bn()
+    x = zoo.sample_inputs(model, 128, seed=7)
+    state = run(model, x, tmp_path, macs=0.6, method="auto", round_to=4, measure=True)
+    f = state.facts["lowrank"]
+    assert f["layers"] and all("speedup_host" in r for r in f["layers"])
+    for r in f["layers"]:
+        assert r["kept"] == (r["speedup_host"] > 1.0), r
+    kept = {r["layer"] for r in f["layers"] if r["kept"]}
+    assert {l.name for l in state.model.layers}.isdisjoint(kept)               # kept ones were replaced
+    assert all(model.get_layer(r["layer"]).name in {l.name for l in state.model.layers}
+               for r in f["layers"] if not r["kept"])                           # dropped ones stayed
+    missed = [w for w in state.warnings if "MAC target 0.6 is missed" in w]
+    assert (f["macs_after"] <= 0.6 * f["macs_before"]) != bool(missed), (f["macs_kept"], missed)
+    assert f["macs_after"] == count_macs(state.model)
 
 
 def test_ranks_round_to_the_simd_width(tmp_path):

@@ -118,19 +118,13 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
         inputs = _inputs(model, [c.name for c in free], x_calib)
         for c in free:
             c.spectra = {f: F.spectra(c.layer, f, inputs[c.name], s.max_rows, rng, s.whiten) for f in c.forms}
-    threshold = None
-    if s.macs is not None:
-        threshold, chosen = S.for_macs(free, fixed, s.macs, macs0, s.round_to)
-        selection = f"macs {s.macs} (common energy threshold {threshold:.4f})"
-    elif s.energy is not None:
-        chosen, selection = S.at_energy(free, s.energy, s.round_to), f"energy {s.energy}"
-    elif s.vbmf:
-        chosen, selection = S.by_vbmf(free, s.round_to), "vbmf"
+    speedups, dropped = {}, []
+    if s.measure:
+        chosen, selection, threshold, speedups, dropped = _only_faster(model, free, fixed, s, macs0)
     else:
-        chosen, selection = [], "ranks"
-    chosen = fixed + chosen
-    for ch in fixed:
-        if ch.macs_after >= ch.macs_before:
+        chosen, selection, threshold = _select(free, fixed, s, macs0)
+    for ch in chosen:
+        if ch.name in s.ranks and ch.macs_after >= ch.macs_before:
             result.notes.append(f"{ch.name} at rank {list(ch.ranks)} costs {ch.macs_after:,} MACs, not fewer "
                                 f"than the layer's {ch.macs_before:,}; factorised because ranks names it")
     order = {layer.name: i for i, layer in enumerate(model.layers)}
@@ -159,16 +153,7 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
                "macs_before": ch.macs_before, "macs_after": ch.macs_after, "energy": ch.energy,
                "new_layers": names, **made.record}
         if s.measure:
-            from edgesparse.passes.lowrank.measure import speedup
-
-            row["speedup_host"] = round(speedup(layer, F.new_layers(layer, ch.form, ch.ranks, names),
-                                                s.threads), 3)
-            if row["speedup_host"] <= 1.0:
-                row["kept"] = False
-                layers.append(row)
-                if task:
-                    task.advance(1)
-                continue
+            row["speedup_host"] = speedups[(ch.name, ch.form, ch.ranks)]
         current = replace(current, ch.name, made.layers)
         row["kept"] = True
         layers.append(row)
@@ -176,6 +161,12 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
             task.advance(1)
     if task:
         task.close()
+    for ch, ratio in dropped:                  # measured slower: left whole, listed with their timing
+        layers.append({"layer": ch.name, "form": ch.form, "ranks": list(ch.ranks), "limits": list(ch.limits),
+                       "macs_before": ch.macs_before, "macs_after": ch.macs_after, "energy": ch.energy,
+                       "new_layers": [], "error_before": None, "error_after": None, "refit": False,
+                       "speedup_host": ratio, "kept": False})
+    layers.sort(key=lambda r: order[r["layer"]])
     facts["layers"] = layers
     if s.measure:
         facts["measured_on"] = HOST_NOTE
@@ -196,11 +187,57 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
         raise AssertionError(f"internal: lowrank predicted {predicted} MACs, the model has {macs1}")
     if s.macs is not None and macs1 > s.macs * macs0:
         result.notes.append(f"the MAC target {s.macs} is missed ({macs1 / macs0:.1%} kept): measure: true "
-                            "left some layers whole")
+                            "left some layers whole, and the layers that run faster factorised cannot "
+                            "make up for them")
     facts.update(macs_after=macs1, params_after=params1, macs_kept=round(macs1 / max(macs0, 1), 4),
                  params_kept=round(params1 / max(params0, 1), 4))
     result.model = current
     return result
+
+
+def _select(free: list[S.Candidate], fixed: list[S.Choice], s: Settings, macs0: int):
+    """(the choices, pinned ones included; the selection in words; the common energy threshold)."""
+    if s.macs is not None:
+        threshold, chosen = S.for_macs(free, fixed, s.macs, macs0, s.round_to)
+        return fixed + chosen, f"macs {s.macs} (common energy threshold {threshold:.4f})", threshold
+    if s.energy is not None:
+        return fixed + S.at_energy(free, s.energy, s.round_to), f"energy {s.energy}", None
+    if s.vbmf:
+        return fixed + S.by_vbmf(free, s.round_to), "vbmf", None
+    return list(fixed), "ranks", None
+
+
+def _only_faster(model, free: list[S.Candidate], fixed: list[S.Choice], s: Settings, macs0: int):
+    """`measure: true`: time each chosen factorisation alone in LiteRT against its layer; leave
+    the slower ones whole and choose again among the rest, so a MAC target is spread over the
+    layers that do run faster, until every chosen one is faster. When the layers left cannot
+    reach the target any more, the last choice minus its slower layers stands (and the caller
+    notes the missed target).
+
+    Returns (choices, selection, threshold, {(name, form, ranks): speed-up}, [(dropped choice, speed-up)])."""
+    from edgesparse.passes.lowrank.measure import speedup
+
+    timed: dict[tuple, float] = {}
+    dropped: dict[str, tuple[S.Choice, float]] = {}
+    chosen, selection, threshold = _select(free, fixed, s, macs0)
+    while True:
+        for ch in chosen:
+            key = (ch.name, ch.form, ch.ranks)
+            if key not in timed:
+                layer = model.get_layer(ch.name)
+                chain = F.new_layers(layer, ch.form, ch.ranks, _new_names(model, ch.name, F.layer_count(ch.form)))
+                timed[key] = round(speedup(layer, chain, s.threads), 3)
+        slow = [ch for ch in chosen if timed[(ch.name, ch.form, ch.ranks)] <= 1.0]
+        if not slow:
+            break
+        dropped.update({ch.name: (ch, timed[(ch.name, ch.form, ch.ranks)]) for ch in slow})
+        rest = [c for c in free if c.name not in dropped]
+        rest_fixed = [ch for ch in fixed if ch.name not in dropped]
+        if s.macs is not None and S.least_macs(rest, rest_fixed, macs0, s.round_to) > s.macs * macs0:
+            chosen = [ch for ch in chosen if ch.name not in dropped]
+            break
+        chosen, selection, threshold = _select(rest, rest_fixed, s, macs0)
+    return chosen, selection, threshold, timed, list(dropped.values())
 
 
 def _inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
