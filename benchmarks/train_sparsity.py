@@ -9,8 +9,13 @@ gets the same --epochs of training after it:
   group_lasso  regularize: group_lasso at the MAC target (epochs), then prune: group_norm (no refit)
   slimming     regularize: slimming (epochs), then prune: bn_scale (no refit)
   gates        regularize: gates at the MAC target (epochs): the gates cut by themselves
-  movement     prune: movement criterion + reconstruction + fine-tune (epochs)
-  scratch      the gates' final architecture trained from random init for pretrain + epochs
+  movement     prune: movement criterion + reconstruction + fine-tune; the criterion's own scoring
+               fine-tune (MovementScore.epochs) counts, so the fine-tune after the cut is that much shorter
+  scratch      the gates' final architecture (group lasso's, or one-shot's, when the gates failed),
+               trained from random init for pretrain + epochs
+
+A method that fails (a collapse, an unreachable target) is printed with its trajectory and recorded
+as failed; the run goes on. Each result's MACs are printed and checked against the target (+5%).
 
 Each result is converted to LiteRT int8 (full integer, calibrated on training inputs) and measured
 there: accuracy on the validation split, and batch-1 latency, all variants of one model interleaved
@@ -18,6 +23,7 @@ in one run (common.interleaved_latency), as a ratio to the dense int8 artifact.
 
     python benchmarks/train_sparsity.py                       # 3 seeds, all models (long)
     python benchmarks/train_sparsity.py --models cnn --seeds 1 --epochs 4   # a quick look
+    python benchmarks/train_sparsity.py --table run.jsonl     # the table of rows --json appended
 """
 from __future__ import annotations
 
@@ -159,7 +165,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dense-cache", type=Path, help="keep the trained dense models here and reuse them "
                     "(the same model, seed and --pretrain)")
     ap.add_argument("--json", type=Path, help="append every result row here as it is measured (JSON lines)")
+    ap.add_argument("--table", type=Path, help="only print the table of the rows in this JSON lines file")
     args = ap.parse_args(argv)
+    if args.table:
+        table_from_json(args.table)
+        return 0
     machine = machine_info()
     print("\n".join(machine_lines(machine)), flush=True)
     t0 = time.time()
