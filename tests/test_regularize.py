@@ -303,3 +303,30 @@ def test_report_sections_render_the_trajectory():
     assert "Sparsity learned in training" in html
     assert plots.regularize_plot(facts["trajectory"]).startswith(b"\x89PNG")
 
+
+
+def test_group_lasso_leaves_out_the_columns_a_batchnorm_normalises():
+    """A conv column right before a BN is scale-invariant in training: it is not penalised (nor in
+    the group norm), only zeroed with its unit, which is still zero in every slice it owns."""
+    model = zoo.conv_bn()
+    graph = ChannelGraph(model)
+    conv = model.layers[1]                                     # the first Conv2D, a BN reads it
+    g = next(g for g in graph.prunable_groups if conv.name in g.producers)
+    before = unit_norms(graph, [g.id])[g.id]
+    conv.kernel.assign(conv.kernel * 7.0)                      # BN undoes this in training
+    np.testing.assert_allclose(unit_norms(ChannelGraph(model), [g.id])[g.id], before, rtol=1e-5)
+    units = UnitSlices(graph, [g.id])
+    assert any(s.variable is conv.kernel for s in units.carried)
+    assert not any(s.variable is conv.kernel for s in units.slices)
+
+
+def test_recalibrate_batchnorm_sets_the_statistics_of_each_input():
+    from edgesparse.train.regularizers import recalibrate_batchnorm
+
+    model = zoo.conv_bn()
+    x = zoo.sample_inputs(model, 300)
+    assert recalibrate_batchnorm(model, x, batch_size=128) == 2
+    for bn in [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]:
+        a = keras.Model(model.inputs, bn.input).predict(x, verbose=0).reshape(-1, bn.moving_mean.shape[0])
+        np.testing.assert_allclose(bn.moving_mean.numpy(), a.mean(0), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), a.var(0), rtol=1e-3, atol=1e-4)

@@ -43,6 +43,7 @@ STRUCTURED = ("group_lasso", "slimming")
 CUTTER = {"group_lasso": ("prune",), "slimming": ("prune",), "l1": ("sparsify", "prune")}   # gates cut themselves
 GATE_TRAVEL = 4.6         # log_alpha from a 90%-open gate (the start) to a shut one
 GATE_TOLERANCE = 0.05     # the gates end within +-5% of the requested MACs (relative)
+BN_SAMPLES = 4096         # training inputs the BatchNorm statistics are re-estimated on
 
 
 class StageConfig(BaseModel):
@@ -259,6 +260,12 @@ def run_stages(state: ModelState, ctx: RunContext, c: RegularizeConfig, stages: 
         ref = predict(state.reference, data.x_calib)
         metric_name = "top-1 agreement with the imported model"
         measure = (lambda m: agreement(m, ref, data.x_calib))
+    judge = measure
+
+    def measure(m):
+        # the moving BN statistics first: the penalty moves the activations faster than they follow
+        reg.recalibrate_batchnorm(m, x[:BN_SAMPLES])
+        return judge(m)
     steps_per_epoch = max(1, math.ceil(len(x) / c.batch_size))
     macs0 = count_macs(model)
     start_metric = measure(model)
@@ -354,6 +361,7 @@ def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, m
     """The gates stage: gate, train with the expected-MAC penalty, fold, cut. Returns the cut model."""
     from edgesparse.graph.stats import count_macs
     from edgesparse.train.gates import Gates, MacController
+    from edgesparse.train.regularizers import recalibrate_batchnorm
     from edgesparse.train.trainer import train
 
     gates = Gates(model)
@@ -371,6 +379,7 @@ def _train_gates(model, xy, loss, stage, schedule, total, n_epochs, c, ctx, i, m
     widths = {p: [int(g.log_alpha.shape[0]), int(round(opened[p] * g.log_alpha.shape[0]))]
               for p, g in gates.gates.items()}
     cut = gates.finish()
+    recalibrate_batchnorm(cut, xy[0][:BN_SAMPLES])     # the gates closed at the end moved what follows
     macs = count_macs(cut) / max(macs0, 1)
     notes = [f"gates: {p} keeps its width ({why})" for p, why in gates.skipped.items()]
     if closed:
