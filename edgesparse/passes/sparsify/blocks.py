@@ -6,7 +6,12 @@ from __future__ import annotations
 import re
 
 BLOCKS = {"block1x4": 4, "block1x16": 16}
+AUTO_BLOCK = "auto-block"     # 1x4 blocks per Dense layer where measured faster (latency.py)
 _BLOCK = re.compile(r"^\s*block\s*1x(\d+)\s*$")
+
+
+def is_auto_block(pattern: str) -> bool:
+    return pattern.strip().lower() == AUTO_BLOCK
 
 
 def block_size(pattern: str) -> int | None:

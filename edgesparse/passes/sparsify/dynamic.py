@@ -20,7 +20,8 @@ The initial mask of set/rigl/static is the top-|w| of the given (trained) weight
 (`init="random"`, training from scratch as in the papers). A block pattern (`block1x4`) masks
 whole blocks of `b` consecutive input channels of one output unit of a Dense kernel (the
 TFLite weight [out, in]'s inner axis, which LiteRT's FULLY_CONNECTED runs sparse: DESIGN trap 4);
-every score is summed over the block.
+every score is summed over the block. `layer_blocks` gives single layers their own block
+(`pattern: auto-block` blocks only the Dense layers measured faster so: latency.py).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Settings:
     sparsity: float
     allocation: str = "erk"
     block: int = 1                  # 1: unstructured; 4 / 16: 1xb blocks on Dense kernels
+    layer_blocks: tuple[tuple[str, int], ...] = ()   # per-layer block, over `block` (auto-block's choice)
     update_every: int = 100
     drop_fraction: float = 0.3
     end_fraction: float = 0.75
@@ -173,6 +175,13 @@ def maskable_layers(model, block: int) -> list:
     return layers
 
 
+def planned_densities(model, sparsity: float, allocation: str) -> dict[str, float]:
+    """The density each maskable layer gets from the allocation (what sparse_train will keep)."""
+    layers = maskable_layers(model, 1)
+    shapes = [tuple(int(d) for d in l.kernel.shape) for l in layers]
+    return {l.name: float(d) for l, d in zip(layers, layer_densities(shapes, sparsity, allocation))}
+
+
 def _unit_counts(grids: list[Grid], sparsity: float, allocation: str) -> list[int]:
     densities = layer_densities([g.shape for g in grids], sparsity, allocation)
     counts = keep_counts([g.units for g in grids], densities, sparsity)
@@ -189,7 +198,8 @@ def sparse_train(model, x: np.ndarray, y: np.ndarray, settings: Settings, progre
     if not layers:
         raise UserError(f"{model.name} has no layer to sparsify with {settings.method}"
                         + (" (block patterns take Dense layers)" if settings.block > 1 else ""))
-    grids = {l.name: Grid(l, settings.block) for l in layers}
+    own = dict(settings.layer_blocks)
+    grids = {l.name: Grid(l, own.get(l.name, settings.block)) for l in layers}
     counts = dict(zip(grids, _unit_counts(list(grids.values()), settings.sparsity, settings.allocation)))
     rng = np.random.default_rng(settings.seed)
     last = last_update_step(settings, len(x))

@@ -13,7 +13,10 @@ gzip, the TFLite sparse encoding) and labels them "size only". A block pattern (
 block1x16 int8) is what LiteRT's FULLY_CONNECTED runs sparse: the pass checks in a converted
 file that the Dense weights are stored in blocks with no DENSIFY op, and asks export for the
 sparse encoding (`state.sparse_storage`). Its speed is measured in benchmarks/block_sparse.py,
-not here, so this pass claims none.
+not here, so this pass claims none. `pattern: auto-block` does measure: it times every Dense
+layer alone, dense and in 1x4 blocks, in LiteRT on this host, blocks only the layers that ran
+faster (a speed-up claimed for them, as measured) and trains the rest unstructured, "size only"
+(latency.py).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgesparse.errors import UserError
-from edgesparse.passes.sparsify.blocks import block_size as _block
+from edgesparse.passes.sparsify.blocks import block_size as _block, is_auto_block
 from edgesparse.pipeline import Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
 from edgesparse.state import ModelState
 
@@ -43,7 +46,8 @@ class SparsifyConfig(PassConfig):
         description="fraction of kernel weights set to zero (biases aside); default 0.9; "
                     "N:M patterns fix it at 1 - N/M")
     pattern: str = Field("unstructured", description="'unstructured', 'N:M' (keep N of every M input channels, e.g. '2:4'), "
-                                                     "or 'block1x4' / 'block1x16' (Dense blocks LiteRT runs sparse; methods gmp/set/rigl)")
+                                                     "'block1x4' / 'block1x16' (Dense blocks LiteRT runs sparse; methods gmp/set/rigl), "
+                                                     "or 'auto-block' (1x4 blocks on the Dense layers measured faster so in LiteRT here)")
     method: Literal["refit", "magnitude", "gmp", "set", "rigl"] = Field(
         "refit", description="post-training refit; tfmot magnitude pruning; or sparse training on our masks with labels: "
                              "gmp (gradual magnitude, cubic), set (drop and regrow at random), rigl (regrow by gradient)")
@@ -68,7 +72,7 @@ class SparsifyConfig(PassConfig):
     def _pattern_parses(cls, v: str) -> str:
         from edgesparse.passes.sparsify.masks import parse_pattern
 
-        if _block(v) is not None:
+        if _block(v) is not None or is_auto_block(v):
             return v.strip().lower()
         return str(parse_pattern(v))   # raises ValueError with the fix
 
@@ -77,7 +81,7 @@ class SparsifyConfig(PassConfig):
         if self.method in MASK_METHODS and self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
             raise ValueError(f"method {self.method} needs a sparsity between 0 and 1 (exclusive), "
                              f"got {self.sparsity:g}; e.g. sparsity: 0.9")
-        if self.block_size() and self.method not in MASK_METHODS:
+        if (self.block_size() or self.auto_block()) and self.method not in MASK_METHODS:
             raise ValueError(f"pattern {self.pattern} is trained on our masks: use method gmp, set or rigl "
                              f"(not {self.method})")
         if ":" in self.pattern and self.method in MASK_METHODS:
@@ -89,7 +93,7 @@ class SparsifyConfig(PassConfig):
     def _sparsity_matches_pattern(self):
         from edgesparse.passes.sparsify.masks import parse_pattern
 
-        if self.block_size():
+        if self.block_size() or self.auto_block():
             return self
         implied = parse_pattern(self.pattern).sparsity
         if implied is not None and self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
@@ -101,10 +105,14 @@ class SparsifyConfig(PassConfig):
         """4 / 16 for a block pattern, None otherwise."""
         return _block(self.pattern)
 
+    def auto_block(self) -> bool:
+        """pattern auto-block: 1x4 blocks where measured faster, unstructured elsewhere."""
+        return is_auto_block(self.pattern)
+
     def target_sparsity(self) -> float:
         from edgesparse.passes.sparsify.masks import parse_pattern
 
-        if self.block_size():
+        if self.block_size() or self.auto_block():
             return DEFAULT_SPARSITY if self.sparsity is None else self.sparsity
         implied = parse_pattern(self.pattern).sparsity
         if implied is not None:
@@ -149,11 +157,12 @@ class SparsifyPass(Pass):
 
         cfg = self.config
         block = cfg.block_size()
-        pattern = Pattern() if block else parse_pattern(cfg.pattern)
+        auto = cfg.auto_block()
+        pattern = Pattern() if block or auto else parse_pattern(cfg.pattern)
         sparsity = cfg.target_sparsity()
         seed = ctx.seed if cfg.seed is None else cfg.seed
         data = ctx.data
-        facts: dict[str, Any] = {"method": cfg.method, "pattern": cfg.pattern if block else str(pattern),
+        facts: dict[str, Any] = {"method": cfg.method, "pattern": cfg.pattern if block or auto else str(pattern),
                                  "target_sparsity": round(sparsity, 6),
                                  "latency": BLOCK_LATENCY_NOTE.format(b=block) if block else LATENCY_NOTE}
         if cfg.method == "refit":
@@ -196,8 +205,10 @@ class SparsifyPass(Pass):
             facts["accuracy_after"] = round(accuracy(result.model, data.x_val, data.y_val), 3)
         if cfg.sizes:
             facts["sizes"] = self._sizes(state.model, result.model, data, ctx)
-        if block:
-            facts["artifact_check"] = _block_artifact_check(result.model, block, data.x_calib)
+        chosen = [n for n, c in facts.get("block_choice", {}).items() if c["block"] > 1]
+        if block or chosen:
+            facts["artifact_check"] = (_block_artifact_check(result.model, block, data.x_calib) if block
+                                       else _chosen_blocks_check(result.model, chosen))
             if not facts["artifact_check"]["passed"]:
                 state.warn(f"sparsify {cfg.pattern}: {facts['artifact_check']['reason']}")
             state.sparse_storage = True      # export converts with the sparse encoding
@@ -250,7 +261,11 @@ class SparsifyPass(Pass):
         if not data.labelled or data.x_train is None:
             raise UserError(f"sparsify method '{cfg.method}' needs labelled --data (x_train/y_train); "
                             "use method 'refit' for unlabelled data")
+        layer_blocks = ()
+        if cfg.auto_block():
+            layer_blocks = self._choose_blocks(state, ctx, sparsity, seed, facts)
         settings = Settings(method=cfg.method, sparsity=sparsity, allocation=cfg.allocation, block=block,
+                            layer_blocks=layer_blocks,
                             update_every=cfg.update_every, drop_fraction=cfg.drop_fraction,
                             end_fraction=cfg.end_fraction, epochs=cfg.epochs, batch_size=cfg.batch_size,
                             learning_rate=cfg.learning_rate, init=cfg.init, seed=seed)
@@ -261,6 +276,24 @@ class SparsifyPass(Pass):
                      mask_updates=result.updates,
                      final_train_loss=round(result.history.get("loss", [float("nan")])[-1], 5))
         return result
+
+    def _choose_blocks(self, state, ctx, sparsity, seed, facts) -> tuple[tuple[str, int], ...]:
+        """auto-block: time each Dense layer dense and 1x4-blocked at its allocated density."""
+        from edgesparse.passes.sparsify.dynamic import planned_densities
+        from edgesparse.passes.sparsify.latency import choose_blocks
+
+        densities = planned_densities(state.model, sparsity, self.config.allocation)
+        task = ctx.progress.task("sparsify auto-block: time layers in LiteRT", total=1)
+        choice = choose_blocks(state.model, densities, seed)
+        task.advance(1)
+        task.close()
+        blocked = [n for n, c in choice.items() if c["block"] > 1]
+        size_only = [n for n in choice if n not in blocked]
+        facts["block_choice"] = choice
+        facts["latency"] = ((f"1x4 blocks on {', '.join(blocked)}: measured faster alone in LiteRT fp32 on "
+                             "this host (block_choice); " if blocked else "")
+                            + (f"size only: {', '.join(size_only)} (unstructured)" if size_only else ""))
+        return tuple((n, c["block"]) for n, c in choice.items() if c["block"] > 1)
 
     def _sizes(self, dense, sparse, data, ctx) -> dict[str, Any]:
         import warnings
@@ -301,6 +334,29 @@ def _block_artifact_check(model, block: int, x_calib) -> dict[str, Any]:
     check = block_sparse_check(read_tflite(to_tflite(model, precision, sparse=True, x_calib=x_calib)), block)
     check["precision"] = precision
     return check
+
+
+def _chosen_blocks_check(model, chosen: list[str]) -> dict[str, Any]:
+    """auto-block: convert fp32 with the sparse encoding and find each chosen layer's weight
+    ([out, in], matched by shape) stored in 1x4 blocks. DENSIFY ops belong to the size-only
+    layers (their sparse weights are expanded to dense before use)."""
+    from collections import Counter
+
+    from edgesparse.checks.sparse import fully_connected_storage
+    from edgesparse.convert.tflite import to_tflite
+    from edgesparse.runtime.tflite_file import read_tflite
+
+    tfl = read_tflite(to_tflite(model, "fp32", sparse=True))
+    rows = fully_connected_storage(tfl)
+    have = Counter(tuple(r["shape"]) for r in rows if r["block"] == {1: 4})
+    need = Counter(tuple(int(d) for d in model.get_layer(n).kernel.shape[::-1]) for n in chosen)
+    missing = [f"{list(s)}" for s, k in need.items() if have[s] < k]
+    densify = [op.index for op in tfl.ops if op.name == "DENSIFY"]
+    return {"passed": not missing, "precision": "fp32", "blocked_weights": sum(have.values()),
+            "chosen_layers": chosen, "densify_ops": densify,
+            "reason": (f"weights {', '.join(missing)} of the layers chosen for 1x4 blocks are not stored in "
+                       "blocks" if missing else ""),
+            "weights": rows}
 
 
 def _layer_fact(r) -> dict[str, Any]:
