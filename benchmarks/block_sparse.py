@@ -9,6 +9,10 @@ the blocks); random 90% with the same encoding (CSR, the converter adds DENSIFY)
 depend on their values, only on the mask) and the digits MLP (64-256-256-10, trained on digits
 with RigL in blocks, so its accuracy is reported too). Every artifact is read back to say how
 its weights are stored (checks/sparse.py).
+
+Then the per-layer choice of `pattern: auto-block` (edgesparse/passes/sparsify/latency.py) on
+both models: every Dense layer timed alone, dense and in 1x4 blocks at its ERK density at 90%,
+and the layer kept in blocks only where that ran at least MIN_SPEEDUP faster.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from common import interleaved_latency, round_ratio, runtime_accuracy  # noqa: E
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.checks.sparse import block_sparse_check  # noqa: E402
 from edgesparse.convert.tflite import to_tflite  # noqa: E402
-from edgesparse.passes.sparsify.dynamic import Grid, Settings, _topk, sparse_train  # noqa: E402
+from edgesparse.passes.sparsify import latency  # noqa: E402
+from edgesparse.passes.sparsify.dynamic import Grid, Settings, _topk, planned_densities, sparse_train  # noqa: E402
 from edgesparse.runtime.tflite_file import read_tflite  # noqa: E402
 
 
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
         results["digits 64-256-256-10"] = measure("digits", {
             "dense fp32": (dense, False), "1x4 blocks 90% (rigl)": (blocked, True),
             "random 90% (rigl)": (unstructured, True)}, x_te[:1], tmp, x_te, y_te)
+        choices = {name: latency.choose_blocks(m, planned_densities(m, 0.9, "erk"))
+                   for name, m in (("mlp 784-2048-2048-10", wide), ("digits 64-256-256-10", dense))}
     minutes = (time.time() - started) / 60
     print(f"LiteRT fp32, 1 thread, batch 1, variants interleaved; {minutes:.1f} min\n")
     print("| model | variant | p50 µs | speed-up vs dense (p25-p75) | blocked FC weights | DENSIFY ops | bytes | accuracy % |")
@@ -117,8 +124,22 @@ def main(argv=None) -> int:
             print(f"| {model} | {key} | {r['p50_us']:.1f} | {r['speedup_vs_dense']:.2f}x "
                   f"({r['speedup_p25_p75'][0]:.2f}-{r['speedup_p25_p75'][1]:.2f}) | {r['blocked_weights']} | "
                   f"{r['densify_ops']} | {r['bytes']} | {r.get('accuracy', '')} |")
+    print(f"\nauto-block per-layer choice (each Dense layer alone, ERK density at 90%, "
+          f"blocks kept at >= {latency.MIN_SPEEDUP:g}x)\n")
+    print("| model | layer | kernel | density | dense µs | 1x4 blocks µs | speed-up | choice |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, layers in choices.items():
+        m = wide if model.startswith("mlp") else dense
+        for name, c in layers.items():
+            shape = "x".join(str(int(d)) for d in m.get_layer(name).kernel.shape)
+            if "speedup" not in c:
+                print(f"| {model} | {name} | {shape} | | | | | {c['latency']} |")
+                continue
+            choice = "1x4 blocks" if c["block"] > 1 else "size only (unstructured)"
+            print(f"| {model} | {name} | {shape} | {c['density']:.4f} | {c['dense_us']:.1f} | {c['block_us']:.1f} "
+                  f"| {c['speedup']:.2f}x | {choice} |")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"variants": results, "auto_block": choices}, indent=2))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Sparse training methods at equal training budgets (issue 11): dense, static random masks,
 GMP, SET, RigL, and a dense network with as many weights as the sparse ones keep.
 
-    PYTHONPATH=$PWD python benchmarks/dynamic_sparse.py [--seeds 3] [--epochs 30] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/dynamic_sparse.py [--seeds 3] [--epochs 30] [--tasks digits,mnist1d]
+        [--sparsities 0.98] [--json out.json]
 
 Every network is trained from a fresh random initialisation with the same epochs, batch size,
 Adam and cosine learning-rate decay (the one training loop, edgesparse/train/). The sparse
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--tasks", default="digits,mnist1d")
+    ap.add_argument("--sparsities", help="only these of each task's sparsities, e.g. 0.98 (default: all)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     tasks = []
@@ -105,6 +107,10 @@ def main(argv=None) -> int:
     if "mnist1d" in args.tasks:
         tasks += [{"name": "mnist1d 40-256-256-10", "data": mnist1d(), "widths": (256, 256), "batch": 128,
                    "update_every": 40, "sparsities": (0.95,)}]
+    if args.sparsities:
+        wanted = {round(float(v), 6) for v in args.sparsities.split(",")}
+        for task in tasks:
+            task["sparsities"] = tuple(v for v in task["sparsities"] if round(v, 6) in wanted)
     started = time.time()
     rows = []
     for task in tasks:

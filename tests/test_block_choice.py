@@ -120,3 +120,28 @@ def test_without_a_measured_gain_every_layer_is_size_only_and_export_stays_plain
     assert "artifact_check" not in facts and not state.sparse_storage
     assert facts["latency"].startswith("size only") and facts["sparsity"] >= 0.9 - 1e-3
     assert not any(_is_blocked(l.kernel.numpy()) for l in state.model.layers[1:])
+
+
+def test_cli_reaches_auto_block_and_prints_the_choice(digits, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from edgesparse import cli
+
+    x, y, x_val, y_val = digits
+    model_path, data_path, out = tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "s.keras"
+    _mlp().save(model_path)
+    np.savez(data_path, x_train=x, y_train=y, x_val=x_val, y_val=y_val)
+    monkeypatch.setattr(sys, "argv", ["edgesparse", "sparsify", str(model_path), "--data", str(data_path),
+                                      "--out", str(out), "--method", "rigl", "--pattern", "auto-block",
+                                      "--sparsity", "0.9", "--epochs", "2", "--update-every", "20", "--no-sizes"])
+    try:
+        code = cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    printed = capsys.readouterr()
+    assert code in (0, None), printed.err
+    said = printed.out + printed.err                         # the console writes to stderr
+    assert "auto-block" in said and ("size only" in said or "measured faster" in said)
+    saved = keras.models.load_model(out, compile=False)
+    zeros = sum(int((l.kernel.numpy() == 0).sum()) for l in saved.layers[1:])
+    assert zeros / sum(l.kernel.numpy().size for l in saved.layers[1:]) >= 0.9 - 1e-3
