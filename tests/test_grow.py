@@ -100,7 +100,7 @@ def test_grow_and_prune_ends_at_the_requested_nonzero_count(data):
     net, facts = Grower(given, cfg, data, 0, given).run()
     nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
     assert nonzero == 400 == facts["final"]["connections"]
-    assert facts["trajectory"][-1]["event"] == "prune"
+    assert [r["event"] for r in facts["trajectory"][-2:]] == ["prune", "fine-tune"]   # at the final masks
     for layer in ("fc1", "fc2", "probs"):          # no layer emptied: every unit keeps an input
         assert (np.abs(net.get_layer(layer).kernel.numpy()).sum(axis=0) > 0).all()
 

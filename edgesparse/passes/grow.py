@@ -29,7 +29,8 @@
 5. Optionally prune (`prune_to_params`: nonzero kernel weights): magnitude masks on a cubic
    schedule over `prune_epochs`, every layer keeping at least one weight per output unit; with
    `prune_regrow` every mask update also swaps that fraction (cosine-decayed) of the active
-   connections, smallest |w| out, largest dense gradient in (RigL), at the same count.
+   connections, smallest |w| out, largest dense gradient in (RigL), at the same count. Then the
+   pruned network trains on at its final masks until a plateau (`patience`; the best epoch kept).
 
 Every step is recorded: widths, connections (nonzero kernel weights), accuracy, MACs, epochs,
 and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
@@ -557,6 +558,12 @@ class Grower:
         self.epochs += result.epochs_run
         self.mac_epochs += float(self.macs()) * result.epochs_run
         self.record("prune", active=int(sum(m.sum() for m in self.masks.values())))
+        # At the final masks, trained on to a plateau like every phase (the best epoch kept, the
+        # pruned start included): the prune's last epoch is not necessarily its best.
+        self.moments = None                  # the grow phases' moments predate the prune
+        result = self._fit(self.c.prune_epochs, self.masks, validate=True, label="grow: fine-tune")
+        self.record("fine-tune", epochs_in_phase=result.epochs_run,
+                    active=int(sum(m.sum() for m in self.masks.values())))
         self.masks = None
 
 
