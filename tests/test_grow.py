@@ -51,7 +51,7 @@ def test_widening_keeps_outputs_and_the_old_masks(data):
 
 def test_plateau_triggers_growth_and_every_step_is_recorded(data):
     given = mlp()
-    cfg = GrowConfig(start_width=0.25, target_accuracy=100.0, patience=1, max_epochs=6, grow_step=0.5)
+    cfg = GrowConfig(start_width=0.25, target_accuracy=100.0, grow_patience=1, max_epochs=6, grow_step=0.5)
     net, facts = Grower(given, cfg, data, 0, given).run()
     rows = facts["trajectory"]
     events = [r["event"] for r in rows]
@@ -79,12 +79,16 @@ def test_stops_at_the_target_without_growing(data):
 
 def test_stops_when_the_cap_is_spent(data):
     given = mlp()
-    g = Grower(given, GrowConfig(start_width=0.5, target_accuracy=100.0, max_macs=0.43, patience=1, max_epochs=40),
-               data, 0, given)
+    g = Grower(given, GrowConfig(start_width=0.5, target_accuracy=100.0, max_macs=0.43, patience=3, grow_patience=1,
+                                 max_epochs=40), data, 0, given)
     one_more, _ = g._widened({"fc1": 1, "fc2": 1})      # the start fits the cap, one more channel does not
     assert g.macs() <= g.cap()[0] < g.macs(one_more)
     net, facts = g.run()
     assert facts["stopped_by"] == "cap" and not facts["reached"]
+    assert not g.can_grow() and g.phase_patience() == 3     # at the cap: patience, not grow_patience
+    assert facts["trajectory"][1]["epochs_in_phase"] >= 3
+    below = Grower(given, GrowConfig(start_width=0.5, patience=3, grow_patience=1), data, 0, given)
+    assert below.can_grow() and below.phase_patience() == 1
     assert "grow neurons" not in [r["event"] for r in facts["trajectory"]]
     assert facts["final"]["macs"] <= facts["cap"]["macs"]
     assert g.warnings and "cap is spent" in g.warnings[0]
@@ -96,7 +100,7 @@ def test_grow_and_prune_ends_at_the_requested_nonzero_count(data):
     net, facts = Grower(given, cfg, data, 0, given).run()
     nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
     assert nonzero == 400 == facts["final"]["connections"]
-    assert facts["trajectory"][-1]["event"] == "prune"
+    assert [r["event"] for r in facts["trajectory"][-2:]] == ["prune", "fine-tune"]   # at the final masks
     for layer in ("fc1", "fc2", "probs"):          # no layer emptied: every unit keeps an input
         assert (np.abs(net.get_layer(layer).kernel.numpy()).sum(axis=0) > 0).all()
 
@@ -138,10 +142,59 @@ def test_report_shows_the_growth_trajectory(data):
     from edgesparse.report.markdown import _grow as md_grow
 
     given = mlp()
-    _, facts = Grower(given, GrowConfig(target_accuracy=100.0, patience=1, max_epochs=3, grow_step=0.5),
+    _, facts = Grower(given, GrowConfig(target_accuracy=100.0, grow_patience=1, max_epochs=3, grow_step=0.5),
                       data, 0, given).run()
     md = "\n".join(md_grow({"facts": {"grow": facts}}))
     assert "## Growing the network" in md and "grow neurons" in md
     png = plots.grow_plot(facts["trajectory"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<img" in html_grow(facts, True)
+
+
+def test_keep_moments_carries_adams_state_into_the_widened_network(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, keep_moments=True, target_accuracy=100.0, max_epochs=4),
+               data, 0, given)
+    g.train_phase(1)
+    steps = g.moments["iterations"]
+    assert steps > 0
+    before = {k: [s.copy() for s in v] for k, v in g.moments["slots"].items()}
+    assert g.grow_neurons(*g.cap()) > 0                     # 16 -> 24 channels per layer
+    after = g.moments["slots"]
+    m, v = after[("fc1", 0)]
+    assert m.shape == (64, 24) and np.array_equal(m[:, :16], before[("fc1", 0)][0])
+    assert not m[:, 16:].any() and not v[:, 16:].any()      # new columns start without moments
+    m2 = after[("fc2", 0)][0]
+    assert np.array_equal(m2[:16, :16], before[("fc2", 0)][0]) and not m2[16:].any() and not m2[:, 16:].any()
+    assert np.abs(before[("fc1", 0)][0]).sum() > 0           # there was something to carry
+    g.train_phase(1)
+    assert g.moments["iterations"] == 2 * steps             # the step count went on, not from 1
+
+
+def test_a_large_step_is_clipped_to_the_cap(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.25, grow_step=4.0, max_macs=1.0, max_epochs=1), data, 0, given)
+    assert g.grow_neurons(*g.cap()) > 0
+    assert g.widths() == {"fc1": 32, "fc2": 32}             # the given width is the largest within max_macs 1.0
+    assert g.macs() <= g.cap()[0]
+    assert g.grow_neurons(*g.cap()) == 0 and not g.can_grow()
+
+
+def test_drop_and_regrow_keeps_every_layers_count(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, max_epochs=1), data, 0, given)
+    masks = g.prune_masks(600, {n: np.ones(tuple(g.net.get_layer(n).kernel.shape), bool) for n in ("fc1", "fc2", "probs")})
+    swapped = g._drop_and_regrow(masks, 0.3)
+    for name, m in masks.items():
+        assert swapped[name].sum() == m.sum()
+    moved = sum(int((swapped[n] & ~masks[n]).sum()) for n in masks)
+    assert 0 < moved <= int(0.3 * 600) + 1
+
+
+def test_grow_and_prune_with_regrowth_ends_at_the_requested_count(data):
+    given = mlp()
+    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=3, prune_to_params=400, prune_epochs=3,
+                     prune_regrow=0.3)
+    net, facts = Grower(given, cfg, data, 0, given).run()
+    nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
+    assert nonzero <= 400 and facts["trajectory"][-1]["active"] == 400

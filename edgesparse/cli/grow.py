@@ -55,8 +55,8 @@ GROW_OPTIONS = [
     parameter("data", Optional[Path], typer.Option(None, "--data", "-d", help="A labelled .npz or image folder.")),
     *(config_parameter(GrowConfig, f) for f in (
         "start_width", "start_density", "target_accuracy", "accuracy_budget", "max_macs", "max_params",
-        "grow_step", "connection_step", "patience", "max_epochs", "prune_to_params", "prune_epochs",
-        "learning_rate", "batch_size", "seed")),
+        "grow_step", "connection_step", "patience", "grow_patience", "keep_moments", "max_epochs", "prune_to_params",
+        "prune_epochs", "prune_regrow", "learning_rate", "batch_size", "seed")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output model (default <model>-grown.keras here).")),
     parameter("json_out", bool, typer.Option(False, "--json", help="Print the pass's facts as JSON to stdout.")),
     parameter("unsafe_load", bool, typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)),

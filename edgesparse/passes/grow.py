@@ -10,20 +10,27 @@
    given model is the teacher: it names the architecture family and the accuracy to reach.
    With `start_density` the start is also sparse: that fraction of every Dense/Conv kernel is
    active (random), on the masks of train/masks.py (masked weights stay zero, no moments).
-2. Train (the one training loop) until validation accuracy has not improved for `patience`
-   epochs (a plateau; the best epoch's weights are kept) or the target is reached.
+2. Train (the one training loop) until validation accuracy has not improved for `grow_patience`
+   epochs (a plateau; the best epoch's weights are kept) or the target is reached. The last
+   phase, once the cap allows no more growth, stops on `patience`, as the from-scratch control
+   does. With `keep_moments` Adam's moments and step count go on across a growth (the new
+   positions start at zero): a restarted Adam moves every converged weight by about the
+   learning rate per step.
 3. On a plateau, grow:
    - connections (sparse start only): `connection_step` x the active count of every layer, the
      inactive positions with the largest dense gradient (RigL's regrowth without the drop). They
      start at zero, so the function is unchanged;
    - neurons/channels: every prunable group gains `grow_step` x its given width
      (graph/surgery.grow: new producer columns, zero input rows in their consumers, so the
-     function is unchanged); halved until the MAC/parameter cap allows it. New positions in a
-     masked kernel are active with the layer's density.
+     function is unchanged), or the largest step below that the MAC/parameter cap allows. New
+     positions in a masked kernel are active with the layer's density.
 4. Stop when the target is reached (`target_accuracy`, else the teacher's accuracy minus
    `accuracy_budget`), the cap is spent, or `max_epochs` are used.
 5. Optionally prune (`prune_to_params`: nonzero kernel weights): magnitude masks on a cubic
-   schedule over `prune_epochs`, every layer keeping at least one weight per output unit.
+   schedule over `prune_epochs`, every layer keeping at least one weight per output unit; with
+   `prune_regrow` every mask update also swaps that fraction (cosine-decayed) of the active
+   connections, smallest |w| out, largest dense gradient in (RigL), at the same count. Then the
+   pruned network trains on at its final masks until a plateau (`patience`; the best epoch kept).
 
 Every step is recorded: widths, connections (nonzero kernel weights), accuracy, MACs, epochs,
 and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
@@ -41,7 +48,7 @@ from edgesparse.pipeline import LABELS, Pass, PassConfig, PlanContext, RunContex
 from edgesparse.state import ModelState
 
 GRADIENT_BATCH = 256        # samples in the dense-gradient batch of connection growth
-PRUNE_UPDATES = 10          # mask updates of the final prune (cubic schedule)
+PRUNE_UPDATES = 100         # mask updates of the final prune (cubic schedule): 100 measured better than 10, 30, 300
 
 
 class GrowConfig(PassConfig):
@@ -55,9 +62,16 @@ class GrowConfig(PassConfig):
     grow_step: float = Field(0.25, gt=0, le=4, description="channels added per growth, as a fraction of each group's given width")
     connection_step: float = Field(1.0, gt=0, le=10, description="sparse start: connections grown per growth, as a fraction of the active ones")
     patience: int = Field(3, ge=1, le=100, description="epochs without a better validation accuracy that count as a plateau")
+    grow_patience: int = Field(2, ge=1, le=100, description="the plateau that triggers a growth, in epochs; the last "
+                                                            "phase, at the cap, stops on patience")
+    keep_moments: bool = Field(True, description="carry Adam's moments and step count across a growth (new "
+                                                  "positions start at zero) instead of restarting the optimizer")
     max_epochs: int = Field(60, ge=1, le=10_000, description="training epochs in all, the prune phase aside")
     prune_to_params: Optional[int] = Field(None, ge=1, description="prune at the end to this many nonzero kernel weights (grow-and-prune)")
-    prune_epochs: int = Field(10, ge=1, le=1000, description="epochs of the final prune")
+    prune_epochs: int = Field(30, ge=1, le=1000, description="epochs of the final prune")
+    prune_regrow: float = Field(0.3, ge=0, lt=1, description="final prune: at every mask update also drop this fraction "
+                                                            "of the active connections and regrow as many by "
+                                                            "gradient (RigL; cosine-decayed to 0)")
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
     seed: Optional[int] = Field(None, description="default: the build's seed")
@@ -166,6 +180,7 @@ class Grower:
         self.trajectory: list[dict[str, Any]] = []
         self.epochs = 0
         self.mac_epochs = 0.0
+        self.moments: dict[str, Any] | None = None       # keep_moments: Adam's state after the last phase
 
     # ---------------------------------------------------------------- the start
 
@@ -287,7 +302,8 @@ class Grower:
                  "trajectory": self.trajectory}
         return model, facts
 
-    def _fit(self, epochs: int, masks: dict | None, validate: bool, callbacks=(), label="grow: training"):
+    def _fit(self, epochs: int, masks: dict | None, validate: bool, callbacks=(), label="grow: training",
+             patience: int | None = None):
         from edgesparse.train.callbacks import MaskUpdate
         from edgesparse.train.losses import CrossEntropy
         from edgesparse.train.masks import Masks
@@ -296,11 +312,13 @@ class Grower:
         bound = Masks(self.net, masks) if masks else None
         # The masks bind to the trainer's optimizer (the sparse optimizer) and hold after every step.
         cbs = ([MaskUpdate(bound, None, net=self.net)] if bound else []) + list(callbacks)
+        if self.c.keep_moments:
+            cbs.append(_carry_moments(self))
         post = [bound.apply] if bound else []
         result = train(self.net, (self.data.x_train, self.data.y_train), loss=CrossEntropy(), epochs=epochs,
                        lr=self.c.learning_rate, batch_size=self.c.batch_size, seed=self.seed + self.epochs,
                        validation=(self.data.x_val, self.data.y_val) if validate else None,
-                       patience=self.c.patience if validate else None, callbacks=cbs, post_step=post,
+                       patience=(patience or self.c.patience) if validate else None, callbacks=cbs, post_step=post,
                        progress=self.progress, label=label)
         if bound is not None:
             bound.strip()
@@ -311,11 +329,28 @@ class Grower:
     def train_phase(self, epochs: int) -> None:
         """Train until a plateau (`patience` epochs without a better validation accuracy), the
         target, or `epochs`; the best epoch's weights are kept."""
-        result = self._fit(epochs, self.masks, validate=True, callbacks=[_stop_at_target(self.target)])
+        result = self._fit(epochs, self.masks, validate=True, callbacks=[_stop_at_target(self.target)],
+                           patience=self.phase_patience())
         self.record("train", epochs_in_phase=result.epochs_run,
                     plateau=bool(result.stopped_early and self.accuracy() < self.target))
 
     # ---------------------------------------------------------------- growth
+
+    def phase_patience(self) -> int:
+        """A plateau that a growth will follow is `grow_patience` epochs; the last phase, at the
+        cap, stops on `patience` like the from-scratch control."""
+        if self.c.grow_patience != self.c.patience and self.can_grow():
+            return self.c.grow_patience
+        return self.c.patience
+
+    def can_grow(self) -> bool:
+        """Whether a growth is still possible: a connection to grow, or a channel per group
+        within the cap."""
+        if self.masks is not None and not all(m.all() for m in self.masks.values()):
+            return True
+        macs_cap, params_cap = self.cap()
+        wide, masks = self._widened({p: 1 for p in self.given_width})
+        return self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
 
     def dense_gradients(self, names: list[str]) -> dict[str, np.ndarray]:
         from edgesparse._tf import tf
@@ -351,17 +386,34 @@ class Grower:
         return grown
 
     def grow_neurons(self, macs_cap: float, params_cap: float | None) -> int:
-        """Widen every group by grow_step x its given width, halving the step until the cap
-        allows it. Returns the channels added."""
-        step = self.c.grow_step
-        while True:
-            adds = {p: max(1, int(math.ceil(step * w))) for p, w in self.given_width.items()}
+        """Widen every group by grow_step x its given width, or by the largest step below it
+        that the cap allows (one channel per group at least). Returns the channels added."""
+        def adds_at(step: float) -> dict[str, int]:
+            return {p: max(1, int(math.ceil(step * w))) for p, w in self.given_width.items()}
+
+        def fits(adds):
             wide, masks = self._widened(adds)
-            if self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap):
-                break
-            if all(a == 1 for a in adds.values()):
+            ok = self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
+            return (wide, masks) if ok else None
+
+        adds = adds_at(self.c.grow_step)
+        found = fits(adds)
+        if found is None:
+            adds = adds_at(0.0)
+            found = fits(adds)
+            if found is None:
                 return 0
-            step /= 2
+            low, high = 0.0, self.c.grow_step          # low fits, high does not
+            while adds_at(high) != adds_at(low) and high - low > 1e-3:
+                mid = (low + high) / 2
+                tried = fits(adds_at(mid))
+                if tried is None:
+                    high = mid
+                else:
+                    low, adds, found = mid, adds_at(mid), tried
+        wide, masks = found
+        if self.moments is not None:
+            self.moments = self._widened_moments(adds)
         self.net, self.masks = wide, masks
         added = int(sum(adds.values()))
         self.record("grow neurons", added=adds)
@@ -390,6 +442,29 @@ class Grower:
             k = wide.get_layer(name).kernel
             k.assign(k.numpy() * masks[name])
         return wide, masks
+
+    def _widened_moments(self, adds: dict[str, int]) -> dict[str, Any]:
+        """The carried Adam moments, embedded in the widened network's shapes like its weights
+        (graph/surgery.grow does the indexing); the new positions start at zero."""
+        from edgesparse.graph.functional import clone_with_weights
+        from edgesparse.graph.surgery import grow
+
+        def widened(fill) -> dict[tuple[str, int], np.ndarray]:
+            carrier = clone_with_weights(self.net)
+            for layer in carrier.layers:
+                if layer.weights:
+                    layer.set_weights([fill((layer.name, j), w) for j, w in enumerate(layer.get_weights())])
+            for producer, n in adds.items():
+                carrier = grow(carrier, producer, n, scale=0.0)
+            return {(l.name, j): w for l in carrier.layers for j, w in enumerate(l.get_weights())}
+
+        slots = self.moments["slots"]
+        # Old positions carry NaN through the widening, new ones whatever grow put there.
+        old = {k: np.isnan(w) for k, w in widened(lambda key, w: np.full_like(w, np.nan)).items()}
+        kinds = len(next(iter(slots.values()))) if slots else 0
+        grown = [widened(lambda key, w, i=i: slots[key][i] if key in slots else np.zeros_like(w)) for i in range(kinds)]
+        return {"iterations": self.moments["iterations"],
+                "slots": {k: [np.where(old[k], g[k], 0.0).astype(np.float32) for g in grown] for k in slots}}
 
     # ---------------------------------------------------------------- the final prune
 
@@ -422,6 +497,19 @@ class Grower:
                 at += s.size
         return masks
 
+    def _drop_and_regrow(self, masks: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+        """RigL's update at a fixed count: each layer drops `fraction` of its active connections
+        (smallest |w|, one per output unit kept) and regrows as many where the dense gradient is
+        largest; regrown ones start at zero (Masks.update resets their moments)."""
+        active = sum(int(m.sum()) for m in masks.values())
+        kept = self.prune_masks(int(round(active * (1.0 - fraction))), masks)
+        grads = self.dense_gradients(list(masks))
+        out = {}
+        for name, m in masks.items():
+            k = int(m.sum() - kept[name].sum())
+            out[name] = kept[name] | _top(grads[name], k, ~kept[name])
+        return out
+
     def prune(self, target: int) -> None:
         from edgesparse.train.callbacks import MaskUpdate
         from edgesparse.train.losses import CrossEntropy
@@ -450,7 +538,11 @@ class Grower:
             p = min(1.0, (s // every) / n_updates)
             keep = target if p >= 1.0 else int(round(target + (start - target) * (1.0 - p) ** 3))
             current = {n: holder["masks"].mask(n) for n in names}
-            for n, m in self.prune_masks(keep, current).items():
+            masks = self.prune_masks(keep, current)
+            swap = self.c.prune_regrow * 0.5 * (1.0 + math.cos(math.pi * p))    # RigL's cosine decay
+            if swap > 0:
+                masks = self._drop_and_regrow(masks, swap)
+            for n, m in masks.items():
                 holder["masks"].update(n, m)
 
         initial = self.prune_masks(start, allowed)
@@ -466,7 +558,45 @@ class Grower:
         self.epochs += result.epochs_run
         self.mac_epochs += float(self.macs()) * result.epochs_run
         self.record("prune", active=int(sum(m.sum() for m in self.masks.values())))
+        # At the final masks, trained on to a plateau like every phase (the best epoch kept, the
+        # pruned start included): the prune's last epoch is not necessarily its best.
+        self.moments = None                  # the grow phases' moments predate the prune
+        result = self._fit(self.c.prune_epochs, self.masks, validate=True, label="grow: fine-tune")
+        self.record("fine-tune", epochs_in_phase=result.epochs_run,
+                    active=int(sum(m.sum() for m in self.masks.values())))
         self.masks = None
+
+
+def _carry_moments(grower: "Grower"):
+    """Keep Adam's state across the phases of one grow run: the phase's optimizer is built
+    with the moments and step count the last phase ended with (widened on a growth), and its
+    own are saved when it ends. A restarted Adam (fresh moments, bias correction from step 1)
+    moves every converged weight by about the learning rate per step; the carried one does not."""
+    from edgesparse._tf import keras
+    from edgesparse.train.masks import optimizer_slots
+
+    def trainable(net):
+        return [((l.name, j), w) for l in net.layers for j, w in enumerate(l.weights) if w.trainable]
+
+    class CarryMoments(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            saved, optimizer, net = grower.moments, self.model.optimizer, grower.net
+            if saved is None:
+                return
+            variables = trainable(net)
+            optimizer.build([v for _, v in variables])
+            optimizer.iterations.assign(saved["iterations"])
+            for key, v in variables:
+                for slot, value in zip(optimizer_slots(optimizer, v), saved["slots"].get(key, ())):
+                    slot.assign(value)
+
+        def on_train_end(self, logs=None):
+            optimizer = self.model.optimizer
+            grower.moments = {"iterations": int(optimizer.iterations.numpy()),
+                              "slots": {key: [s.numpy() for s in optimizer_slots(optimizer, v)]
+                                        for key, v in trainable(grower.net)}}
+
+    return CarryMoments()
 
 
 def _stop_at_target(target: float):
