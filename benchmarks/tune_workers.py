@@ -76,15 +76,20 @@ def phase(base, url: str, workers: int, model: Path, target: str, data: Path, tr
     trials_all = study.get_trials(deepcopy=False)
     states = collections.Counter(t.state.name for t in trials_all)
     done = [t for t in trials_all if t.state == optuna.trial.TrialState.COMPLETE]
-    by_point = collections.Counter(json.dumps(t.user_attrs.get("point", t.params), sort_keys=True)
-                                   for t in done if "retry_of" not in t.user_attrs)
-    duplicates = {k: n for k, n in by_point.items() if n > 1}
+    by_point = collections.defaultdict(list)
+    for t in done:
+        if "retry_of" not in t.user_attrs:
+            by_point[json.dumps(t.user_attrs.get("point", t.params), sort_keys=True)].append(t)
+    duplicates = {k: v for k, v in by_point.items() if len(v) > 1}
     per_worker = collections.Counter(t.user_attrs.get("worker") for t in done)
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)
     work_s = (last - first).total_seconds()
     return {"workers": workers, "exit_codes": codes, "states": dict(states), "completed": len(done),
-            "distinct_points": len(by_point), "duplicates": len(duplicates), "retries": sum("retry_of" in t.user_attrs for t in done),
+            "distinct_points": len(by_point), "duplicates": sum(len(v) - 1 for v in duplicates.values()),
+            "duplicated_trials": [{"point": json.loads(k), "trials": [[t.number, t.user_attrs.get("worker")] for t in v]}
+                                  for k, v in duplicates.items()],
+            "retries": sum("retry_of" in t.user_attrs for t in done),
             "numbers_unique": len({t.number for t in trials_all}) == len(trials_all),
             "lost": trials - len(done) + states.get("RUNNING", 0) + states.get("WAITING", 0),
             "per_worker": dict(per_worker), "work_s": round(work_s, 1), "wall_s": round(wall_s, 1),
@@ -128,9 +133,14 @@ def render(r: dict, command: str) -> str:
                      f"{p['lost']} | {per} | {p['work_s']} | {p['trials_per_min_work']} | {p['wall_s']} | "
                      f"{p['trials_per_min_wall']} | {p['load_start']} -> {p['load_end']} |")
     two = r["phases"][1]
-    clean = two["completed"] == r["trials"] and two["lost"] == 0 and two["duplicates"] == 0 and two["numbers_unique"]
-    lines += ["", f"- 2 workers: {'no lost and no duplicated trial' if clean else 'LOST OR DUPLICATED TRIALS'} "
-              f"(exit codes {two['exit_codes']}, {two['retries']} lease retries).",
+    kept = two["completed"] == r["trials"] and two["lost"] == 0 and two["numbers_unique"]
+    lines += ["", f"- 2 workers: {'no trial lost' if kept else 'TRIALS LOST'} ({two['completed']} of {r['trials']} "
+              f"COMPLETE, none left running), {two['duplicates'] or 'no'} point(s) evaluated twice outside lease "
+              f"retries{'' if two['duplicates'] else ': no duplicated trial'} (exit codes {two['exit_codes']}, "
+              f"{two['retries']} lease retries)."]
+    for d in two["duplicated_trials"]:
+        lines.append("  - the same point in trials " + ", ".join(f"{n} ({w})" for n, w in d["trials"]))
+    lines += [
               f"- throughput, 2 workers / 1 worker: {r['ratio_work']}x over the work, {r['ratio_wall']}x over the wall "
               f"time with start-up; goal >= 1.6x: {'MET' if r['ratio_work'] >= 1.6 else 'NOT met'} "
               "(bounded by the free cores of this shared 2-core host: see the load averages)."]
