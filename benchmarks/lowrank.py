@@ -79,9 +79,14 @@ def mobile_cnn(data, seed: int = 0, epochs: int = 30):
     return m
 
 
+ROUND_TO = None      # --round-to: widths and ranks for every variant; default the rpi4's 4
+
+
 def _ctx(data, tmp, seed):
     from edgesparse.targets import load_target
     target = load_target("rpi4").model_copy(update={"threads": 1})      # measure: true times at 1 thread
+    if ROUND_TO:
+        target = target.model_copy(update={"simd_width": ROUND_TO})
     return RunContext(target=target, data=data, workdir=Path(tmp), seed=seed)
 
 
@@ -153,8 +158,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--skip", nargs="*", default=[], help="parts to skip: mlp cnn mobile")
+    p.add_argument("--round-to", type=int, default=None,
+                   help="round widths and ranks of every variant to this (default: the rpi4's 4)")
     args = p.parse_args()
-    lines = machine_lines(machine_info()) + [""]
+    global ROUND_TO
+    ROUND_TO = args.round_to
+    lines = machine_lines(machine_info()) + [f"- widths and ranks rounded to {args.round_to or 4}", ""]
     if "mlp" not in args.skip:
         lines += part1(args.ranks) + [""]
     data = load_data(SAMPLE_DATA, (8, 8, 1), 10)
