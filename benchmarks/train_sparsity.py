@@ -11,7 +11,7 @@ gets the same --epochs of training after it:
   gates        regularize: gates at the MAC target (epochs): the gates cut by themselves
   movement     prune: movement criterion + reconstruction + fine-tune; the criterion's own scoring
                fine-tune (MovementScore.epochs) counts, so the fine-tune after the cut is that much shorter
-  scratch      the gates' final architecture (group lasso's, or one-shot's, when the gates failed),
+  scratch      the gates' final architecture (the first of SCRATCH_FROM that ran, when the gates failed),
                trained from random init for pretrain + epochs
 
 A method that fails (a collapse, an unreachable target) is printed with its trajectory and recorded
@@ -56,6 +56,7 @@ from edgesparse.train.trainer import train  # noqa: E402
 
 L = keras.layers
 METHODS = ("oneshot", "group_lasso", "slimming", "gates", "movement", "scratch")
+SCRATCH_FROM = ("gates", "group_lasso", "oneshot", "slimming", "movement")   # whose architecture the control trains
 
 
 def mobilenet_v2_style(input_shape=(8, 8, 1), classes=10, seed=0):
@@ -209,9 +210,8 @@ def main(argv=None) -> int:
                               + (f"; trajectory {trajectory_line(facts)}" if facts.get("trajectory") else ""),
                               flush=True)
                     if "scratch" in args.methods:
-                        # the gates' final architecture; group lasso's if the gates failed (said in the note)
-                        source = next((f"{m}@{macs}" for m in ("gates", "group_lasso", "oneshot")
-                                       if f"{m}@{macs}" in variants), None)
+                        # the gates' final architecture; another method's if the gates failed (said in the note)
+                        source = next((f"{m}@{macs}" for m in SCRATCH_FROM if f"{m}@{macs}" in variants), None)
                         if source is not None:
                             variants[f"scratch@{macs}"] = from_scratch(variants[source], data,
                                                                        args.pretrain + args.epochs, seed)
