@@ -11,7 +11,7 @@ gets the same --epochs of training after it:
   gates        regularize: gates at the MAC target (epochs): the gates cut by themselves
   movement     prune: movement criterion + reconstruction + fine-tune; the criterion's own scoring
                fine-tune (MovementScore.epochs) counts, so the fine-tune after the cut is that much shorter
-  scratch      the gates' final architecture (group lasso's, or one-shot's, when the gates failed),
+  scratch      the gates' final architecture (the first of SCRATCH_FROM that ran, when the gates failed),
                trained from random init for pretrain + epochs
 
 A method that fails (a collapse, an unreachable target) is printed with its trajectory and recorded
@@ -56,6 +56,7 @@ from edgesparse.train.trainer import train  # noqa: E402
 
 L = keras.layers
 METHODS = ("oneshot", "group_lasso", "slimming", "gates", "movement", "scratch")
+SCRATCH_FROM = ("gates", "group_lasso", "oneshot", "slimming", "movement")   # whose architecture the control trains
 
 
 def mobilenet_v2_style(input_shape=(8, 8, 1), classes=10, seed=0):
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dense-cache", type=Path, help="keep the trained dense models here and reuse them "
                     "(the same model, seed and --pretrain)")
     ap.add_argument("--json", type=Path, help="append every result row here as it is measured (JSON lines)")
-    ap.add_argument("--table", type=Path, help="only print the table of the rows in this JSON lines file")
+    ap.add_argument("--table", type=Path, nargs="+", help="only print the table of the rows in these JSON lines files")
     args = ap.parse_args(argv)
     if args.table:
         table_from_json(args.table)
@@ -209,9 +210,8 @@ def main(argv=None) -> int:
                               + (f"; trajectory {trajectory_line(facts)}" if facts.get("trajectory") else ""),
                               flush=True)
                     if "scratch" in args.methods:
-                        # the gates' final architecture; group lasso's if the gates failed (said in the note)
-                        source = next((f"{m}@{macs}" for m in ("gates", "group_lasso", "oneshot")
-                                       if f"{m}@{macs}" in variants), None)
+                        # the gates' final architecture; another method's if the gates failed (said in the note)
+                        source = next((f"{m}@{macs}" for m in SCRATCH_FROM if f"{m}@{macs}" in variants), None)
                         if source is not None:
                             variants[f"scratch@{macs}"] = from_scratch(variants[source], data,
                                                                        args.pretrain + args.epochs, seed)
@@ -245,30 +245,40 @@ def main(argv=None) -> int:
 
 
 def print_table(rows) -> None:
-    """Mean over seeds; a variant that failed in some seed says so (its accuracy is over the others)."""
+    """Mean over seeds; "vs dense" pairs each seed with its own dense model. A variant that failed
+    in some seed says so (its figures are over the others)."""
     print("| model | variant | MACs kept | on target | params | LiteRT int8 accuracy (%) mean ± sd "
-          "| vs dense (points) | latency ratio | seeds |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---|")
+          "| vs dense (points) | worst seed vs its dense | latency ratio | seeds |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
-        dense = np.mean([r["int8"] for r in mine if r["variant"] == "dense"])
+        dense_of = {r["seed"]: r["int8"] for r in mine if r["variant"] == "dense"}
         for v in dict.fromkeys(r["variant"] for r in mine):
             rs = [r for r in mine if r["variant"] == v and "int8" in r]
             failed = [r for r in mine if r["variant"] == v and "int8" not in r]
             seeds = f"{len(rs)}" + (f" ({len(failed)} failed)" if failed else "")
             if not rs:
-                print(f"| {name} | {v} | - | - | - | failed | - | - | {seeds} |")
+                print(f"| {name} | {v} | - | - | - | failed | - | - | - | {seeds} |")
                 continue
             acc = np.array([r["int8"] for r in rs])
+            gap = np.array([r["int8"] - dense_of[r["seed"]] for r in rs])       # each seed against its dense
             on = "yes" if all(r["on_target"] for r in rs) else f"{sum(r['on_target'] for r in rs)}/{len(rs)}"
             print(f"| {name} | {v} | {np.mean([r['macs'] for r in rs]):.3f} | {on} "
                   f"| {int(np.mean([r['params'] for r in rs]))} "
-                  f"| {acc.mean():.2f} ± {acc.std():.2f} | {acc.mean() - dense:+.2f} "
+                  f"| {acc.mean():.2f} ± {acc.std():.2f} | {gap.mean():+.2f} | {gap.min():+.2f} "
                   f"| {np.median([r['latency'] for r in rs]):.2f} | {seeds} |")
 
 
-def table_from_json(path: Path) -> None:
-    print_table([json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()])
+def table_from_json(paths: list[Path]) -> None:
+    """The rows of several runs; a (model, seed, variant) measured twice (the cached dense model
+    of a second run) counts once, its first measurement."""
+    rows = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows.setdefault((r["model"], r["seed"], r["variant"]), r)
+    print_table(list(rows.values()))
 
 
 if __name__ == "__main__":
