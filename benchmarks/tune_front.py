@@ -131,7 +131,13 @@ def hypervolume3(rows: list[dict], ref: tuple[float, float, float]) -> float:
 
 def _median(values: list) -> float | None:
     v = sorted(x for x in values if x is not None)
-    return None if not v else (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
+    if not v:
+        return None
+    return round(v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, 3)
+
+
+def _cell(value, unit: str = "") -> str:
+    return "—" if value is None else f"{value:g}{unit}"
 
 
 def summarise(m: dict) -> dict:
@@ -211,8 +217,8 @@ def render(r: dict) -> str:
                   "| uniform keep | MACs | accuracy % | points gained at <= MACs (median / worst) | MACs saved at >= accuracy (median / worst) |",
                   "|---|---|---|---|---|"]
         for d in m["dominance"]:
-            lines.append(f"| {d['keep']} | {d['macs']:,} | {d['accuracy']:.2f} | {d['gain_median']} / {d['gain_min']} | "
-                         f"{d['saved_median']}% / {d['saved_min']}% |")
+            lines.append(f"| {d['keep']} | {d['macs']:,} | {d['accuracy']:.2f} | {_cell(d['gain_median'])} / "
+                         f"{_cell(d['gain_min'])} | {_cell(d['saved_median'], '%')} / {_cell(d['saved_min'], '%')} |")
         lines += ["", f"| seed | HV (acc, MACs) {s} | random | {s} wins | HV (acc, latency, bytes) {s} | random | {s} wins | wall s ({s} / random) |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {p['seed']} | {p['hv_ours']:.4g} | {p['hv_random']:.4g} | {'yes' if p['hv_ours'] > p['hv_random'] else 'no'} | "
