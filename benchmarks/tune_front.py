@@ -158,7 +158,8 @@ def summarise(m: dict) -> dict:
             "wall_60_median_s": _median(walls) if walls else None}
 
 
-def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str) -> dict:
+def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
+        first_seed: int = 0) -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
     The JSON is rewritten after every seed."""
     results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler, "models": {}}
@@ -176,7 +177,7 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                                             max(r["bytes"] for r in uni) * 1.0001)}
         print(f"{name}: prepared in {prepared:.1f} s, uniform sweep done", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             for name in models:
                 m, base = results["models"][name], bases[name]
                 ours, s1 = searched(base, sampler, seed, trials, Path(tmp))
@@ -234,12 +235,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--models", default="cnn,residual")
     ap.add_argument("--sweep", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
+    ap.add_argument("--first-seed", type=int, default=0, help="continue a run cut short at this seed")
     ap.add_argument("--sampler", default=search.SAMPLERS[0], choices=search.SAMPLERS,
                     help="the sampler compared with random search (default: edgesparse tune's)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler)
+    r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler, a.first_seed)
     print(render(r))
     return 0
 
