@@ -134,6 +134,22 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe"])
+def test_workers_draw_their_own_points_but_the_coordinator_stays_seeded(sampler):
+    """Two workers with the study's seed ran each other's points (8 of 24, docs/benchmarks.md)."""
+    from edgesparse.search.tune import TuneSettings, make_sampler
+
+    settings = TuneSettings(sampler=sampler, seed=3)
+
+    def draws(worker):
+        study = optuna.create_study(sampler=make_sampler(settings, worker), directions=["maximize"] * 2)
+        return [study.ask().suggest_float("keep", 0.1, 1.0) for _ in range(5)]
+
+    assert draws(None) == draws(None)
+    assert draws("host:1") == draws("host:1")
+    assert draws("host:1") != draws("host:2") != draws(None)
+
+
 def test_two_workers_share_a_postgres_study_and_a_killed_worker_is_retried(pg, tmp_path):
     name, n = "shared", 10
     coordinator = cli("tune", MLP, "--data", DATA, "--storage", pg, "--study", name, "--trials", n,

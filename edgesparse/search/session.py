@@ -92,9 +92,9 @@ def setup_attrs(model: Path, target: str, data: Path | None, settings: search.Tu
 
 
 def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
-             data: Path | None, setup: dict[str, Any] | None = None):
+             data: Path | None, setup: dict[str, Any] | None = None, worker: str | None = None):
     study = studies.open_study(storage, name, identity(base, settings, data),
-                               sampler=search.make_sampler(settings))
+                               sampler=search.make_sampler(settings, worker))
     if setup is not None and "setup" not in study.user_attrs:
         study.set_user_attr("setup", setup)
     return study
@@ -149,7 +149,8 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
                             "with the same file")
     base = prepare(model, setup["target"], data, agents=agents, token_file=token_file, local=local,
                    max_accuracy_drop=settings.max_accuracy_drop)
-    study = open_for(base, settings, storage, name, data)    # refuses files with other hashes
+    study = open_for(base, settings, storage, name, data,    # refuses files with other hashes
+                     worker=search.worker_name())
     budget = int(attrs.get("budget", settings.trials))
     started = time.monotonic()
     done = search.work(study, base, settings, budget)
