@@ -3,6 +3,9 @@ faster in blocks on this host; every other layer unstructured and labelled "size
 Real conversions and real LiteRT timings on tiny layers; no speed is asserted (benchmarks/ does)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -12,27 +15,18 @@ from edgesparse.passes.sparsify import latency
 from edgesparse.passes.sparsify.dynamic import Settings, planned_densities, sparse_train
 from edgesparse.passes.sparsify.pass_ import SparsifyConfig, SparsifyPass
 
+sys.path.insert(0, str(Path(__file__).parent))
+from digits_mlp import digits_split, mlp  # noqa: E402
+
 L = keras.layers
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], d.target[order]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
+    return digits_split()
 
 
-def _mlp(widths=(64, 32), seed=0, inputs=64):
-    keras.utils.set_random_seed(seed)
-    i = keras.Input((inputs,))
-    h = i
-    for w in widths:
-        h = L.Dense(w, activation="relu")(h)
-    return keras.Model(i, L.Dense(10)(h))
+_mlp = mlp
 
 
 def _block_fill(kernel: np.ndarray, block: int = 4) -> float:

@@ -3,6 +3,7 @@ LiteRT runs sparse, and the bad inputs refused before training. Real training lo
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,28 +19,18 @@ from edgesparse.train.losses import CrossEntropy
 from edgesparse.train.masks import Masks, optimizer_slots
 from edgesparse.train.trainer import train
 
+sys.path.insert(0, str(Path(__file__).parent))
+from digits_mlp import digits_split, mlp  # noqa: E402
+
 L = keras.layers
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    x, y = x[order], d.target[order]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
+    return digits_split()
 
 
-def _mlp(widths=(64, 32), seed=0, inputs=64):
-    keras.utils.set_random_seed(seed)
-    i = keras.Input((inputs,))
-    h = i
-    for w in widths:
-        h = L.Dense(w, activation="relu")(h)
-    return keras.Model(i, L.Dense(10)(h))
+_mlp = mlp
 
 
 def _kernels(model):
