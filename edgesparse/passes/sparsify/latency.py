@@ -14,7 +14,6 @@ resemblance to it, and the facts say where it was measured.
 from __future__ import annotations
 
 import platform
-import time
 
 import numpy as np
 
@@ -22,8 +21,7 @@ from edgesparse._tf import keras
 
 BLOCK = 4                 # fp32 blocks (1x16 is the int8 kernel's; auto-block chooses fp32 1x4)
 MIN_SPEEDUP = 1.1         # below this the measured gain is within this shared host's timing noise
-ROUNDS, WARMUP = 15, 10
-BLOCK_NS = 2_000_000      # each variant runs about 2 ms per round
+ROUNDS = 15               # each variant runs about 2 ms per round (interleaved_times)
 
 
 def _alone(layer, kernel: np.ndarray, bias: np.ndarray | None):
@@ -34,19 +32,6 @@ def _alone(layer, kernel: np.ndarray, bias: np.ndarray | None):
     model = keras.Model(i, dense(i))
     dense.set_weights([kernel] + ([bias] if bias is not None else []))
     return model
-
-
-def _interpreter(blob: bytes):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgesparse.convert import quiet
-
-    with quiet():
-        it = Interpreter(model_content=blob, num_threads=1)
-        it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.random.default_rng(0).normal(size=d["shape"]).astype(np.float32))
-    return it
 
 
 def random_blocks(shape: tuple[int, int], density: float, rng) -> np.ndarray:
@@ -62,6 +47,7 @@ def measure_layer(layer, density: float, seed: int = 0) -> dict:
     """Time the layer dense and 1x4-blocked at `density`; p50s in µs and the ratio."""
     from edgesparse.checks.sparse import block_sparse_check
     from edgesparse.convert.tflite import to_tflite
+    from edgesparse.runtime.interleave import interleaved_times
     from edgesparse.runtime.tflite_file import read_tflite
 
     kernel = layer.kernel.numpy()
@@ -70,23 +56,8 @@ def measure_layer(layer, density: float, seed: int = 0) -> dict:
     dense_blob = to_tflite(_alone(layer, kernel, bias), "fp32")
     block_blob = to_tflite(_alone(layer, kernel * mask, bias), "fp32", sparse=True)
     stored = block_sparse_check(read_tflite(block_blob), BLOCK)
-    runners = [_interpreter(dense_blob), _interpreter(block_blob)]
-    for it in runners:
-        for _ in range(WARMUP):
-            it.invoke()
-    t0 = time.perf_counter_ns()
-    for _ in range(WARMUP):
-        runners[0].invoke()
-    k = int(min(2000, max(5, BLOCK_NS * WARMUP / max(time.perf_counter_ns() - t0, 1))))
-    rounds: list[list[float]] = [[], []]
-    for rnd in range(ROUNDS):
-        for j in ((0, 1) if rnd % 2 == 0 else (1, 0)):
-            times = []
-            for _ in range(k):
-                s = time.perf_counter_ns()
-                runners[j].invoke()
-                times.append(time.perf_counter_ns() - s)
-            rounds[j].append(float(np.median(times)))
+    times = interleaved_times([dense_blob, block_blob], rounds=ROUNDS)
+    rounds = [[float(np.median(block)) for block in variant] for variant in times]
     ratio = float(np.median(np.asarray(rounds[0]) / np.asarray(rounds[1])))
     return {"dense_us": round(float(np.median(rounds[0])) / 1e3, 2),
             "block_us": round(float(np.median(rounds[1])) / 1e3, 2),
