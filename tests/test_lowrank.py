@@ -146,6 +146,69 @@ def test_measure_keeps_only_faster_layers_and_spreads_the_target_over_them(tmp_p
     assert bool(missed) == (least > 0.6 * f["macs_before"]), (dropped, least)
 
 
+def _conv2_like():
+    """digits_cnn's conv2: 3x3, 32 -> 64 channels on 4x4."""
+    i = L.Input((4, 4, 32))
+    model = keras.Model(i, L.Conv2D(64, 3, padding="same", name="conv")(i))
+    layer = model.get_layer("conv")
+    spectra = {"tucker2": [np.linspace(2, 1, 32), np.linspace(2, 1, 64)]}
+    return S.Candidate("conv", layer, ["tucker2"], count_macs(model), spectra)
+
+
+def test_width_options_are_simd_widths_within_the_budget():
+    """The settings measure: true times: the chosen ranks first, then their neighbours at or
+    below (one rounding step) and the multiples of 8 and 16 near them, within the MAC budget."""
+    c = _conv2_like()
+    chosen = S._choice(c, "tucker2", (16, 40))
+    assert chosen.macs_after == 141_312
+    options = S.width_options(c, chosen, 4, budget=142_000)
+    assert options[0] == chosen
+    assert {o.ranks for o in options} == {(16, 40), (16, 36), (16, 32), (12, 48), (12, 40), (12, 36), (12, 32)}
+    assert all(o.macs_after <= 142_000 and o.form == "tucker2" for o in options)
+    # without a MAC target (energy, vbmf) only ranks at or above the chosen: the energy asked is kept
+    up = S.width_options(c, chosen, 4, budget=None)
+    assert up[0] == chosen and len(up) > 1
+    assert all(a >= b for o in up for a, b in zip(o.ranks, chosen.ranks))
+    assert all(o.macs_after < c.macs for o in up)
+    # rounding to 16: no rank that is not a multiple of 16 (or the limit)
+    wide = S.width_options(c, S._choice(c, "tucker2", (16, 48)), 16, budget=10**9)
+    assert all(r % 16 == 0 for o in wide for r in o.ranks) and len(wide) <= S.MAX_WIDTHS
+
+
+def test_measure_times_rank_widths_and_keeps_the_fastest(tmp_path):
+    """measure: true times a few rank settings of each chosen layer in one interleaved LiteRT
+    run and keeps the fastest of them: the chosen setting is the argmax of the measured speed-ups,
+    so for the layer measured first it is at least as fast as the setting chosen without
+    measuring (which is among the timed ones, first); the MAC target holds."""
+    model = zoo.conv_bn()
+    x = zoo.sample_inputs(model, 128, seed=7)
+    plain = run(model, x, tmp_path, macs=0.5, method="auto", round_to=4).facts["lowrank"]
+    state = run(model, x, tmp_path, macs=0.5, method="auto", round_to=4, measure=True)
+    f = state.facts["lowrank"]
+    assert f["macs_after"] <= 0.5 * f["macs_before"] and f["macs_after"] == count_macs(state.model)
+    assert f["layers"]
+    for r in f["layers"]:
+        timed = r["timed"]
+        assert 1 <= len(timed) <= S.MAX_WIDTHS
+        fastest = max(timed, key=lambda t: t["speedup_host"])
+        assert r["speedup_host"] == fastest["speedup_host"]
+        if r["kept"]:
+            assert r["ranks"] == fastest["ranks"] and r["macs_after"] == fastest["macs"], r
+        layer = model.get_layer(r["layer"])
+        for t in timed:
+            assert t["macs"] == F.macs(layer, r["form"], tuple(t["ranks"])) < r["macs_before"]
+            assert all(v % 4 == 0 or v == lim for v, lim in zip(t["ranks"], r["limits"])), t
+        assert r["layer"] in f["measured_on"]
+    first = max(f["layers"], key=lambda r: (r["macs_before"], r["layer"]))
+    unmeasured = next(r for r in plain["layers"] if r["layer"] == first["layer"])
+    assert first["timed"][0]["ranks"] == unmeasured["ranks"]             # the unmeasured choice, timed
+    assert len(first["timed"]) > 1                                       # and other widths with it
+    assert first["speedup_host"] >= first["timed"][0]["speedup_host"]
+    budget = unmeasured["macs_after"] + 0.5 * plain["macs_before"] - plain["macs_after"]
+    assert all(t["macs"] <= budget for t in first["timed"])
+    assert "not the target device" in f["measured_on"]
+
+
 def test_ranks_round_to_the_simd_width(tmp_path):
     model = zoo.mlp()
     x = zoo.sample_inputs(model, 128, seed=3)

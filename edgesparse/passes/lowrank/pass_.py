@@ -33,7 +33,8 @@ class LowRankConfig(PassConfig):
         None, description="rank per layer name, e.g. {dense_1: 16} (Tucker-2: [r_in, r_out]); pinned")
     round_to: int | None = Field(None, description="ranks are multiples of this; default: the target's SIMD width")
     refit: bool = Field(True, description="least-squares refit of each last factor on calibration outputs")
-    measure: bool = Field(False, description="keep a factorisation only where LiteRT runs it faster on this host")
+    measure: bool = Field(False, description="time a few rank widths per layer in LiteRT on this host (not the "
+                                                "device); keep the fastest, and a factorisation only where faster")
     finetune_epochs: int = Field(0, ge=0, le=1000, description="epochs of fine-tuning afterwards (needs labels)")
     finetune_lr: float = Field(3e-4, description="Adam learning rate of the fine-tune")
     batch_size: int = 64

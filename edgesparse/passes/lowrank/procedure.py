@@ -22,7 +22,7 @@ from edgesparse.passes.lowrank import forms as F
 from edgesparse.passes.lowrank import select as S
 
 HOST_NOTE = ("measure: timed in LiteRT fp32 on this build host, which is not the target device; "
-             "the keep/drop decision follows this host's kernels")
+             "which layers are factorised, and at which rank widths, follows this host's kernels")
 
 
 @dataclass
@@ -118,9 +118,9 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
         inputs = _inputs(model, [c.name for c in free], x_calib)
         for c in free:
             c.spectra = {f: F.spectra(c.layer, f, inputs[c.name], s.max_rows, rng, s.whiten) for f in c.forms}
-    speedups, dropped = {}, []
+    timed, dropped = {}, []
     if s.measure:
-        chosen, selection, threshold, speedups, dropped = _only_faster(model, free, fixed, s, macs0)
+        chosen, selection, threshold, timed, dropped = _measured(model, free, fixed, s, macs0)
     else:
         chosen, selection, threshold = _select(free, fixed, s, macs0)
     for ch in chosen:
@@ -153,7 +153,8 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
                "macs_before": ch.macs_before, "macs_after": ch.macs_after, "energy": ch.energy,
                "new_layers": names, **made.record}
         if s.measure:
-            row["speedup_host"] = speedups[(ch.name, ch.form, ch.ranks)]
+            row["speedup_host"] = next(r for o, r in timed[ch.name] if o.ranks == ch.ranks)
+            row["timed"] = _timed_rows(timed[ch.name])
         current = replace(current, ch.name, made.layers)
         row["kept"] = True
         layers.append(row)
@@ -165,11 +166,11 @@ def factorise_model(model, s: Settings, x_calib: np.ndarray, train=None, validat
         layers.append({"layer": ch.name, "form": ch.form, "ranks": list(ch.ranks), "limits": list(ch.limits),
                        "macs_before": ch.macs_before, "macs_after": ch.macs_after, "energy": ch.energy,
                        "new_layers": [], "error_before": None, "error_after": None, "refit": False,
-                       "speedup_host": ratio, "kept": False})
+                       "speedup_host": ratio, "timed": _timed_rows(timed[ch.name]), "kept": False})
     layers.sort(key=lambda r: order[r["layer"]])
     facts["layers"] = layers
     if s.measure:
-        facts["measured_on"] = HOST_NOTE
+        facts["measured_on"] = f"{HOST_NOTE}. Timed: {_timed_words(timed, {ch.name: ch for ch in chosen})}"
         result.notes.append(HOST_NOTE)
     facts["accuracy_refit"] = evaluate(current)
     if train is not None and s.finetune_epochs > 0 and any(r["kept"] for r in layers):
@@ -207,37 +208,79 @@ def _select(free: list[S.Candidate], fixed: list[S.Choice], s: Settings, macs0: 
     return list(fixed), "ranks", None
 
 
-def _only_faster(model, free: list[S.Candidate], fixed: list[S.Choice], s: Settings, macs0: int):
-    """`measure: true`: time each chosen factorisation alone in LiteRT against its layer; leave
-    the slower ones whole and choose again among the rest, so a MAC target is spread over the
-    layers that do run faster, until every chosen one is faster. When the layers left cannot
-    reach the target any more, the last choice minus its slower layers stands (and the caller
-    notes the missed target).
+def _measured(model, free: list[S.Candidate], fixed: list[S.Choice], s: Settings, macs0: int):
+    """`measure: true`: for each chosen layer, the biggest first, time a few rank settings of its
+    factorisation against the layer in one interleaved LiteRT run (select.width_options: the
+    chosen ranks and the SIMD-friendly widths near them that keep the model under the MAC
+    target) and keep the fastest. That layer is then fixed and the others chosen again, so the
+    MACs it frees are spread over them as the fill spreads the rounding's slack.
 
-    Returns (choices, selection, threshold, {(name, form, ranks): speed-up}, [(dropped choice, speed-up)])."""
-    from edgesparse.passes.lowrank.measure import speedup
+    When even its fastest setting is not faster than the layer, the layer is left whole and the
+    choice starts again among the others (those measured already are measured again at their
+    new ranks), so a MAC target is spread over the layers that do run faster. When those cannot
+    reach the target any more, the choice stands minus its slower layers (the caller notes the
+    missed target).
 
-    timed: dict[tuple, float] = {}
+    Returns (choices, selection, threshold, {name: [(setting, speed-up)] as last timed},
+    [(dropped choice, its best speed-up)])."""
+    from edgesparse.passes.lowrank.measure import speedups
+
+    target = s.macs * macs0 if s.macs is not None else None
+    by_name = {c.name: c for c in free}
+    timed: dict[str, list[tuple[S.Choice, float]]] = {}
+    done: dict[str, S.Choice] = {}
     dropped: dict[str, tuple[S.Choice, float]] = {}
+    reachable = True
     chosen, selection, threshold = _select(free, fixed, s, macs0)
     while True:
-        for ch in chosen:
-            key = (ch.name, ch.form, ch.ranks)
-            if key not in timed:
-                layer = model.get_layer(ch.name)
-                chain = F.new_layers(layer, ch.form, ch.ranks, _new_names(model, ch.name, F.layer_count(ch.form)))
-                timed[key] = round(speedup(layer, chain, s.threads), 3)
-        slow = [ch for ch in chosen if timed[(ch.name, ch.form, ch.ranks)] <= 1.0]
-        if not slow:
+        todo = [ch for ch in chosen if ch.name not in done]
+        if not todo:
             break
-        dropped.update({ch.name: (ch, timed[(ch.name, ch.form, ch.ranks)]) for ch in slow})
-        rest = [c for c in free if c.name not in dropped]
-        rest_fixed = [ch for ch in fixed if ch.name not in dropped]
-        if s.macs is not None and S.least_macs(rest, rest_fixed, macs0, s.round_to) > s.macs * macs0:
-            chosen = [ch for ch in chosen if ch.name not in dropped]
-            break
+        ch = max(todo, key=lambda x: (x.macs_before, x.name))
+        c = by_name.get(ch.name)
+        if c is None:                               # pinned: exactly the ranks asked for
+            options = [ch]
+        else:
+            slack = 0 if target is None else max(0, int(target - S.total_macs(chosen, macs0)))
+            options = S.width_options(c, ch, s.round_to, None if target is None else ch.macs_after + slack)
+        layer = model.get_layer(ch.name)
+        names = _new_names(model, ch.name, F.layer_count(ch.form))
+        ratios = speedups(layer, [F.new_layers(layer, o.form, o.ranks, names) for o in options], s.threads)
+        timed[ch.name] = [(o, round(r, 3)) for o, r in zip(options, ratios)]
+        best, ratio = max(timed[ch.name], key=lambda t: t[1])      # ties: the earlier, the chosen first
+        if ratio > 1.0:
+            done[ch.name] = best
+            if not reachable:                       # the target is missed already: no choosing again
+                chosen = [best if x.name == ch.name else x for x in chosen]
+                continue
+        else:
+            dropped[ch.name] = (ch, ratio)
+            if reachable:
+                rest = [x for x in free if x.name not in dropped]
+                rest_fixed = [x for x in fixed if x.name not in dropped]
+                reachable = target is None or S.least_macs(rest, rest_fixed, macs0, s.round_to) <= target
+            if not reachable:
+                chosen = [done.get(x.name, x) for x in chosen if x.name not in dropped]
+                continue
+            done.clear()
+        rest = [x for x in free if x.name not in dropped and x.name not in done]
+        rest_fixed = [x for x in fixed if x.name not in dropped and x.name not in done] + list(done.values())
         chosen, selection, threshold = _select(rest, rest_fixed, s, macs0)
     return chosen, selection, threshold, timed, list(dropped.values())
+
+
+def _timed_rows(rows: list[tuple[S.Choice, float]]) -> list[dict]:
+    return [{"ranks": list(o.ranks), "macs": o.macs_after, "speedup_host": r} for o, r in rows]
+
+
+def _timed_words(timed: dict[str, list[tuple[S.Choice, float]]], kept: dict[str, S.Choice]) -> str:
+    """What was timed, in the report: per layer every setting with its MACs and speed-up."""
+    parts = []
+    for name, rows in timed.items():
+        settings = ", ".join(f"{list(o.ranks)} {o.macs_after:,} MACs {r:.2f}x" for o, r in rows)
+        outcome = f"kept {list(kept[name].ranks)}" if name in kept else "left whole"
+        parts.append(f"{name} ({rows[0][0].form}): {settings}; {outcome}")
+    return "; ".join(parts)
 
 
 def _inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:

@@ -16,9 +16,14 @@ DESIGN trap 17) and capped at the form's limits:
 A layer is factorised only when the factorised form has fewer MACs than the layer; with
 method auto, a k x k conv takes whichever of Tucker-2 and spatial SVD has fewer MACs. Layers
 pinned by `ranks: {layer: r}` take exactly that rank (the search's knob).
+
+With `measure: true`, `width_options` lists the few rank settings of a chosen layer that are
+timed (procedure.py keeps the fastest): on a given host a width its kernels like can matter more
+than the MACs (digits_cnn's conv2 as Tucker-2 [16, 32] ran 2.3x, [16, 40] 1.45x).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +156,37 @@ def fill(cands: list[Candidate], fixed: list[Choice], chosen: list[Choice], targ
             del chosen[i]
         else:
             chosen[i] = new
+
+
+MAX_WIDTHS = 8      # rank settings timed per layer: each one is a LiteRT conversion (~0.5 s)
+
+
+def width_options(c: Candidate, ch: Choice, round_to: int, budget: int | None) -> list[Choice]:
+    """The rank settings `measure: true` times for the chosen `ch`, `ch` itself first.
+
+    Per mode: the chosen rank, the multiple of `round_to` below it, and the multiples of 8 and
+    16 at or below it and the next ones up (the widths SIMD kernels like), each still a multiple
+    of `round_to` (or the limit); every combination in
+    the chosen form that costs fewer MACs than the layer and at most `budget` (the layer's MACs
+    plus what the whole model has left under the target). budget None (energy, vbmf): only ranks
+    at or above the chosen ones, so the energy asked for is still kept. At most MAX_WIDTHS,
+    those keeping the most energy first (the least accuracy given up)."""
+    per_mode = []
+    for r, lim in zip(ch.ranks, ch.limits):
+        near = {r, r - round_to}
+        for m in (8, 16):
+            near |= {r // m * m, r // m * m + m}
+        per_mode.append(sorted(v for v in near if 1 <= v <= lim and (v % round_to == 0 or v == lim)
+                               and (budget is not None or v >= r)))
+    options = []
+    for ranks in itertools.product(*per_mode):
+        if ranks == ch.ranks:
+            continue
+        o = _choice(c, ch.form, ranks)
+        if o.macs_after < c.macs and (budget is None or o.macs_after <= budget):
+            options.append(o)
+    options.sort(key=lambda o: (-float(np.prod(o.energy)) if o.energy else 0.0, o.macs_after, o.ranks))
+    return [ch] + options[:MAX_WIDTHS - 1]
 
 
 def least_macs(cands: list[Candidate], fixed: list[Choice], model_macs: int, round_to: int) -> int:
