@@ -96,6 +96,51 @@ def test_proximal_step_zeroes_whole_units_across_the_group():
     assert slim.slices and all("gamma" in s.variable.name for s in slim.slices)
 
 
+def test_a_unit_zeroed_after_the_ramp_stays_zero():
+    """Once the schedule has reached its target the width is final: the optimizer cannot revive a
+    zeroed unit when the controller relaxes (it did under slimming on the MobileNetV2-style net:
+    the run ended above its MACs and the cut after it removed units that were not zero)."""
+    import tensorflow as tf
+
+    model = zoo.conv_bn()
+    graph = ChannelGraph(model)
+    gids = [g.id for g in graph.prunable_groups]
+    gids = [g for g in gids if g not in UnitSlices(graph, gids, "bn").uncovered]
+    gl = GroupLasso(graph, {g: 2 for g in gids}, schedule=Schedule("cubic", 0.0, 0.5), total_steps=10, lr=1.0,
+                    slices="bn")
+    gl.step.assign(5)                                # the ramp (half the run) is over
+    gl.strength.assign(tf.fill(gl.strength.shape, 1e6))
+    gl(model)                                        # every unit but each group's 2 largest is zeroed
+    assert [int(a.sum()) for a in gl.alive_units().values()] == [2] * len(gids)
+    # what an optimizer step with momentum does to a zeroed scale, while the strength has faded
+    s = gl.units.slices[0]
+    j = int(np.flatnonzero(np.isin(s.segments, np.flatnonzero(gl.units.norms() == 0)))[0])
+    s.variable.assign(tf.tensor_scatter_nd_update(s.variable, [[j]], [0.5]))
+    gl.strength.assign(tf.fill(gl.strength.shape, 1e-9))
+    gl(model)
+    assert float(s.variable.numpy()[j]) == 0.0       # zeroed again, not left to the cut
+    assert [int(a.sum()) for a in gl.alive_units().values()] == [2] * len(gids)
+
+
+def test_slimming_zeroes_the_shift_with_the_scale_so_the_cut_changes_nothing():
+    """A unit whose BN scale is zero still outputs its beta; slimming zeroes beta with the unit, so
+    removing it (bn_scale, no refit) leaves the outputs as they were."""
+    from edgesparse.graph.surgery import shrink
+
+    model = zoo.conv_bn()                            # random betas, some positive: they pass the ReLU
+    graph = ChannelGraph(model)
+    gids = [g.id for g in graph.prunable_groups]
+    gids = [g for g in gids if g not in UnitSlices(graph, gids, "bn").uncovered]
+    gl = GroupLasso(graph, {g: 2 for g in gids}, schedule=Schedule("constant"), total_steps=10, lr=1.0,
+                    slices="bn")
+    gl.strength.assign(np.full(gl.n, 1e6, np.float32))
+    gl(model)
+    x = zoo.sample_inputs(model, 32)
+    cut = shrink(model, graph, gl.atom_keep())
+    assert count_macs(cut) < count_macs(model)
+    np.testing.assert_allclose(cut.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_unit_norms_cover_every_slice():
     model = zoo.mlp()
     graph = ChannelGraph(model)
