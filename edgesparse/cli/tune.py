@@ -91,8 +91,9 @@ def _render(r: dict, out: Path, console) -> None:
     if r["refined"]:
         console.print(table("fine-tuned front", headers, rows(r["full_front"])))
     if r.get("table_check"):
-        console.print(table("latency table vs measured (proxy front)", ["trial", "table ms", "measured ms", "error %"],
-                            [[c["number"], c["table_ms"], c["measured_ms"], c["error_pct"]] for c in r["table_check"]]))
+        console.print(table("latency table vs measured (proxy front)", ["trial", "table µs", "measured µs", "error %"],
+                            [[c["number"], round(c["table_ms"] * 1000, 2), round(c["measured_ms"] * 1000, 2),
+                              c["error_pct"]] for c in r["table_check"]]))
     if r.get("picked"):
         console.print(f"picked trial {r['picked']['number']} ({r['pick_rule']}): {out}/picked-recipe.yaml")
     if not r["feasible_trials"]:

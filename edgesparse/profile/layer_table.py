@@ -12,7 +12,8 @@ re-measures its Pareto set to say so).
 
 The table also says which widths the device's kernels like: per layer, the widths whose cost per
 output channel is within `LIKED_SLACK` of the layer's cheapest (a width just past a SIMD or cache
-step costs more per channel than one just below it).
+step costs more per channel than one just below it). Entries under NOISE_FRACTION of `base` are
+noise, not a preference: a layer with only such entries likes nothing ("below noise").
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 LIKED_SLACK = 0.10
+NOISE_FRACTION = 0.10   # entries below this fraction of `base` are at the timer's noise: no liking them
 CALIBRATION_SAMPLES = 16
 
 
@@ -64,14 +66,16 @@ class LatencyTable:
         """Per layer, at its widest input: output width -> µs, and the widths whose µs per output
         channel is within LIKED_SLACK of the cheapest."""
         out = {}
+        floor = NOISE_FRACTION * self.base_ms.get(precision, 0.0)
         for layer, row in self.entries.get(precision, {}).items():
             pairs = [tuple(map(int, k.split("x"))) + (v,) for k, v in row.items()]
             widest = max(p[0] for p in pairs)
             curve = sorted((o, ms) for i, o, ms in pairs if i == widest)
-            per_channel = {o: max(ms, 1e-6) / o for o, ms in curve}
-            best = min(per_channel.values())
+            per_channel = {o: ms / o for o, ms in curve if ms > floor}
+            best = min(per_channel.values(), default=None)
             out[layer] = {"inputs": widest, "us": {o: round(ms * 1000, 2) for o, ms in curve},
-                          "liked": [o for o, c in per_channel.items() if c <= best * (1 + LIKED_SLACK)]}
+                          "liked": [o for o, c in per_channel.items() if c <= best * (1 + LIKED_SLACK)]
+                          if best is not None else [], "below_noise": best is None}
         return out
 
     def to_dict(self) -> dict[str, Any]:

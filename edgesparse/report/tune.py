@@ -52,17 +52,19 @@ def table_section(r: dict[str, Any]) -> list[str]:
            f"Measured once ({fmt(t['seconds'])} s): each weighted layer alone as a one-layer .tflite at every "
            "width pair the space can give it, minus the smallest one-op model's p50; `fixed` is the "
            "uncompressed model's measured p50 minus its layers' entries. Liked widths: cost per output "
-           "channel within 10% of the layer's cheapest.", ""]
+           "channel within 10% of the layer's cheapest, among entries above the noise (10% of base).", ""]
     for precision, layers in t["liked"].items():
         out += [f"{precision}: base {fmt(t['base_ms'][precision] * 1000, 3)} µs, fixed "
                 f"{fmt(t['fixed_ms'][precision] * 1000, 3)} µs.", "",
                 md_table(["layer", "inputs", "outputs -> µs", "liked widths"],
                          [[name, row["inputs"], ", ".join(f"{o}: {us}" for o, us in row["us"].items()),
-                           ", ".join(map(str, row["liked"]))] for name, row in layers.items()]), ""]
+                           ", ".join(map(str, row["liked"])) or "none (below noise)"]
+                          for name, row in layers.items()]), ""]
     if r.get("table_check"):
         out += ["### Table vs measured on the device (the proxy front, rebuilt and measured)", "",
-                md_table(["trial", "table ms", "measured ms", "error %", "measured on"],
-                         [[c["number"], c["table_ms"], c["measured_ms"], c["error_pct"], c["measured_on"]]
+                md_table(["trial", "table µs", "measured µs", "error %", "measured on"],
+                         [[c["number"], round(c["table_ms"] * 1000, 2), round(c["measured_ms"] * 1000, 2),
+                           c["error_pct"], c["measured_on"]]
                           for c in r["table_check"]]), ""]
     return out
 

@@ -102,8 +102,10 @@ def proxy_recipe(default_recipe, space: SearchSpace, lowrank: bool = False) -> d
 
 def _lowrank_entry(space: SearchSpace, point: dict[str, Any]) -> dict[str, Any]:
     """Lowrank at the point's ranks, no fine-tune of its own (prune's and distill's follow or not,
-    as the fidelity has them). A plan needs some rank to be valid: the first layer's full rank."""
-    ranks = space.ranks(point) or {n: space.rank_layers[n].inputs for n in space.rank_names[:1]}
+    as the fidelity has them). A plan needs some rank to be valid: with none (the plan's own
+    point), the first rank layer at its full rank; each trial's overrides replace it."""
+    ranks = space.ranks(point) or {n: min(space.rank_layers[n].inputs, space.rank_layers[n].outputs)
+                                   for n in space.rank_names[:1]}
     return {"pass": "lowrank", "ranks": ranks, "finetune_epochs": 0}
 
 
