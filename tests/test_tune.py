@@ -218,3 +218,135 @@ def test_latency_measured_on_a_fleet_of_agents(fleet, tmp_path):
     assert tune(MLP, "--data", DATA, "--trials", 3, "--out", tmp_path / "x", "--token-file", token,
                 "--agent", "http://127.0.0.1:1") == 2
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- knobs and the table
+
+
+def residual_digits(path: Path) -> Path:
+    """A small residual CNN trained briefly on digits: two removable blocks (Add with identity)."""
+    import numpy as np
+
+    from edgesparse._tf import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    i = keras.Input((8, 8, 1))
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="stem")(i)
+    for b in range(2):
+        y = L.Conv2D(16, 3, padding="same", activation="relu", name=f"block{b}_a")(x)
+        y = L.Conv2D(16, 3, padding="same", name=f"block{b}_b")(y)
+        x = L.ReLU(name=f"block{b}_relu")(L.Add(name=f"block{b}_add")([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, L.Dense(10, activation="softmax", name="probs")(x))
+    d = np.load(DATA)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(d["x_train"], d["y_train"], epochs=4, batch_size=64, verbose=0)
+    model.save(path)
+    return path
+
+
+def _base(model: Path, **kw):
+    from edgesparse.search.session import prepare
+
+    return prepare(model, "rpi4", DATA, agents=kw.pop("agents", []), token_file=kw.pop("token_file", None),
+                   local=kw.pop("local", False), **kw)
+
+
+def test_depth_knobs_drop_named_blocks_in_the_artifact(tmp_path):
+    from edgesparse.runtime.tflite_file import read_tflite
+    from edgesparse.search.trials import run_trial
+
+    model = residual_digits(tmp_path / "res.keras")
+    base = _base(model)
+    space = base.space
+    assert space.block_names == ["block0_add", "block1_add"]
+    assert {k.name: k.choices for k in space.knobs if k.name.startswith("depth:")} == {
+        "depth:block0_add": ("keep", "drop"), "depth:block1_add": ("keep", "drop")}
+    # A baseline keeps every block.
+    assert all(v == "keep" for k, v in space.uniform(0.5).items() if k.startswith("depth:"))
+    point = {**space.uniform(1.0), "depth:block1_add": "drop"}
+    # block1_b produces into the stem's group (tied by the Adds): the group lives on by another name,
+    # and block1_a's own group is gone with its branch.
+    assert "block1_a" not in space.per_group(point) and "stem" in space.per_group(point)
+    kept = run_trial(base, space.uniform(1.0), "proxy", keep_dir=tmp_path / "kept")
+    dropped = run_trial(base, point, "proxy", keep_dir=tmp_path / "dropped")
+    assert dropped.removed_blocks == ["block1_add"] and kept.removed_blocks == []
+    assert dropped.macs < kept.macs
+
+    def ops(folder):
+        tfl = next(folder.rglob("*.tflite"))
+        return [op.name for op in read_tflite(tfl).ops]
+    k, d = ops(tmp_path / "kept"), ops(tmp_path / "dropped")
+    assert k.count("ADD") == 2 and d.count("ADD") == 1
+    assert k.count("CONV_2D") - d.count("CONV_2D") == 2
+    # The full recipe (what --pick writes) asks prune for the same blocks by name.
+    from edgesparse.search.trials import full_recipe
+
+    prune = next(p for p in full_recipe(base.default_recipe, point, space, 1.0)["passes"] if p["pass"] == "prune")
+    assert prune["blocks"] == ["block1_add"]
+    # A model without residual blocks gets no depth knob, and its space keeps its fingerprint.
+    mlp = _base(MLP).space
+    assert not mlp.block_names and mlp.fingerprint() == _base(MLP, knobs=("keep", "precision")).space.fingerprint()
+
+
+def test_rank_knobs_are_opt_in_and_factorise(tmp_path):
+    from edgesparse.search.trials import run_trial
+
+    assert not _base(CNN).space.rank_names                      # off by default
+    base = _base(CNN, knobs=("keep", "rank"))
+    space = base.space
+    assert space.rank_names == ["conv2", "fc1", "probs"]         # conv1 reads 1 channel: nothing to gain
+    point = {**space.uniform(0.5), "rank:fc1": "0.5"}
+    # fc1 reads conv2's 32 kept channels at 4 positions and writes 32: full rank 32, half = 16
+    # (a multiple of rpi4's SIMD width 4).
+    assert space.ranks(point) == {"fc1": 16}
+    result = run_trial(base, point, "proxy")
+    assert result.ranks == {"fc1": [16]}
+    plain = run_trial(base, space.uniform(0.5), "proxy")
+    assert plain.ranks == {} and result.macs < plain.macs
+    assert result.accuracy is not None and result.accuracy > 50
+    with pytest.raises(Exception, match="--knobs"):
+        _base(CNN, knobs=("keep", "width"))
+
+
+def test_latency_table_covers_the_space_and_is_what_trials_report(fleet, tmp_path):
+    """Measured on a real agent on 127.0.0.1: every layer at every width the space can produce;
+    a trial's latency is the table's sum; the front is measured again on the agent."""
+    from edgesparse.profile.layer_table import key
+
+    urls, token = fleet
+    target = tmp_path / "wide.yaml"       # SIMD width 128: widths 128 and 256 per group, a small table
+    import yaml
+
+    from edgesparse.targets import load_target
+    spec = yaml.safe_load((ROOT / "targets" / "rpi4.yaml").read_text())
+    spec.update(name="wide", simd_width=128)
+    target.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert load_target(str(target)).simd_width == 128
+    assert tune(MLP, "--data", DATA, "--target", target, "--trials", 3, "--no-refine", "--out", out,
+                "--knobs", "keep", "--latency-table", "--agent", urls[0], "--token-file", token) == 0
+    report = json.loads((out / "report.json").read_text())
+    table = report["latency_table"]
+    assert table["device"] == f"agent {urls[0]}"
+    entries = table["entries"]["int8"]
+    # fc1: 64 inputs x {128, 256} outputs; fc2: {128, 256} x {128, 256}; probs: {128, 256} x 10.
+    assert sorted(entries) == ["fc1", "fc2", "probs"]
+    assert sorted(entries["fc1"]) == ["64x128", "64x256"] and len(entries["fc2"]) == 4
+    assert sorted(entries["probs"]) == ["128x10", "256x10"]
+    assert all(v >= 0 for row in entries.values() for v in row.values())
+    for t in report["trials"]:
+        assert t["latency_source"] == f"table (agent {urls[0]})"
+        w = t["widths"]
+        expect = table["fixed_ms"]["int8"] + entries["fc1"][key(64, w["fc1"])] + \
+            entries["fc2"][key(w["fc1"], w["fc2"])] + entries["probs"][key(w["fc2"], 10)]
+        assert t["latency_ms"] == pytest.approx(expect, abs=1e-3)
+    # The uncompressed point is exact by construction; the front was measured on the agent.
+    assert report["table_check"] and len(report["table_check"]) == len(report["proxy_front"])
+    assert all(c["measured_on"] == f"agent {urls[0]}" and c["measured_ms"] > 0 for c in report["table_check"])
+    md = (out / "report.md").read_text()
+    assert "## Latency table (agent" in md and "liked widths" in md
+    # Without a device there is nothing to measure the table on.
+    assert tune(MLP, "--data", DATA, "--trials", 2, "--out", tmp_path / "x", "--latency-table") == 2
+    assert not (tmp_path / "x").exists()

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from edgesparse.errors import UserError
+from edgesparse.search.space import DEFAULT_FAMILIES, FAMILIES
 
 WORKER = "worker"
 
@@ -32,6 +33,8 @@ def tune_command(
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Fine-tune and re-measure the Pareto set (the default recipe's recovery)."),
     lease_seconds: float = typer.Option(120.0, "--lease-seconds", help="A trial whose worker stops renewing its lease this long is failed and retried once."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="worker: this machine's path of the study's model file."),
+    knobs: str = typer.Option(",".join(DEFAULT_FAMILIES), "--knobs", help=f"Knob families to search, comma-separated: {', '.join(FAMILIES)} (rank is opt-in; docs/tune.md)."),
+    latency_table: bool = typer.Option(False, "--latency-table", help="Proxy latency from a per-layer table measured once on the device (--agent or --local), NetAdapt-style; the Pareto set is measured for real."),
 ):
     """Search per-layer widths and precision for the best accuracy/latency/size trade-offs.
 
@@ -62,7 +65,9 @@ def tune_command(
         raise UserError(f"model {path} does not exist")
     out = out or Path("out") / f"tune-{path.stem}-{Path(target).stem}"
     settings = TuneSettings(trials=trials, seed=seed, sampler=sampler, max_accuracy_drop=max_accuracy_drop,
-                            max_latency_ms=max_latency_ms, max_bytes=max_bytes, lease_s=lease_seconds)
+                            max_latency_ms=max_latency_ms, max_bytes=max_bytes, lease_s=lease_seconds,
+                            knobs=tuple(k.strip() for k in knobs.split(",") if k.strip()),
+                            latency_table=latency_table)
     with RichProgress() as progress:
         report = session.run(path, target, data, out, storage=storage, study_name=study, settings=settings,
                              agents=agent or [], token_file=token_file, local=local, pick_rule=pick,
@@ -73,16 +78,22 @@ def tune_command(
 def _render(r: dict, out: Path, console) -> None:
     from edgesparse.console import table
 
+    from edgesparse.report.tune import structure
+
     def rows(front):
         return [[x["number"], x["accuracy"], round(x["latency_ms"], 4), x["bytes"], x["macs"],
-                 (x.get("params") or {}).get("precision", "—")] for x in front]
+                 (x.get("params") or {}).get("precision", "—"), structure(x)] for x in front]
 
-    headers = ["trial", "accuracy %", "latency ms", "bytes", "MACs", "precision"]
+    headers = ["trial", "accuracy %", "latency ms", "bytes", "MACs", "precision", "blocks removed, ranks"]
     console.print(f"latency: {r['latency_source']}; imported model {r['reference_accuracy']}% (Keras)")
     console.print(table("baselines", headers, rows(r["baselines"])))
     console.print(table("proxy front (no fine-tune)", headers, rows(r["proxy_front"])))
     if r["refined"]:
         console.print(table("fine-tuned front", headers, rows(r["full_front"])))
+    if r.get("table_check"):
+        console.print(table("latency table vs measured (proxy front)", ["trial", "table µs", "measured µs", "error %"],
+                            [[c["number"], round(c["table_ms"] * 1000, 2), round(c["measured_ms"] * 1000, 2),
+                              c["error_pct"]] for c in r["table_check"]]))
     if r.get("picked"):
         console.print(f"picked trial {r['picked']['number']} ({r['pick_rule']}): {out}/picked-recipe.yaml")
     if not r["feasible_trials"]:

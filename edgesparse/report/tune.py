@@ -23,16 +23,50 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def structure(r: dict[str, Any]) -> str:
+    """What a point removed besides channels: its dropped blocks (by Add) and factorised layers."""
+    parts = [f"-{a}" for a in r.get("removed_blocks") or []]
+    parts += [f"{n}:r{'x'.join(map(str, rk))}" for n, rk in (r.get("ranks") or {}).items()]
+    return " ".join(parts) or "—"
+
+
 def _rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     out = []
     for r in rows:
         point = r.get("params") if isinstance(r.get("params"), dict) else {}
         out.append([r.get("number"), r.get("accuracy"), r.get("latency_ms"), r.get("bytes"),
-                    r.get("macs"), point.get("precision", "—")])
+                    r.get("macs"), point.get("precision", "—"), structure(r)])
     return out
 
 
-HEADERS = ["trial", "accuracy %", "latency ms", "bytes", "MACs", "precision"]
+HEADERS = ["trial", "accuracy %", "latency ms", "bytes", "MACs", "precision", "blocks removed, ranks"]
+
+
+def table_section(r: dict[str, Any]) -> list[str]:
+    """The per-layer latency table (µs per output width at the widest input; the widths the
+    kernels like) and how its estimates compared with the device on the proxy front."""
+    t = r.get("latency_table")
+    if not t:
+        return []
+    out = [f"## Latency table ({t['device']})", "",
+           f"Measured once ({fmt(t['seconds'])} s): each weighted layer alone as a one-layer .tflite at every "
+           "width pair the space can give it, minus the smallest one-op model's p50; `fixed` is the "
+           "uncompressed model's measured p50 minus its layers' entries. Liked widths: cost per output "
+           "channel within 10% of the layer's cheapest, among entries above the noise (10% of base).", ""]
+    for precision, layers in t["liked"].items():
+        out += [f"{precision}: base {fmt(t['base_ms'][precision] * 1000, 3)} µs, fixed "
+                f"{fmt(t['fixed_ms'][precision] * 1000, 3)} µs.", "",
+                md_table(["layer", "inputs", "outputs -> µs", "liked widths"],
+                         [[name, row["inputs"], ", ".join(f"{o}: {us}" for o, us in row["us"].items()),
+                           ", ".join(map(str, row["liked"])) or "none (below noise)"]
+                          for name, row in layers.items()]), ""]
+    if r.get("table_check"):
+        out += ["### Table vs measured on the device (the proxy front, rebuilt and measured)", "",
+                md_table(["trial", "table µs", "measured µs", "error %", "measured on"],
+                         [[c["number"], round(c["table_ms"] * 1000, 2), round(c["measured_ms"] * 1000, 2),
+                           c["error_pct"], c["measured_on"]]
+                          for c in r["table_check"]]), ""]
+    return out
 
 
 def pareto_plot(report: dict[str, Any]) -> bytes | None:
@@ -83,6 +117,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                 md_table(HEADERS + ["proxy accuracy %"],
                          [row + [x.get("proxy", {}).get("accuracy")] for row, x in
                           zip(_rows(r["full_front"]), r["full_front"])]), ""]
+    out += table_section(r)
     if r.get("closest_if_infeasible"):
         out += ["## No trial met the constraints; the closest", "",
                 md_table(HEADERS + ["violations"], [row + [", ".join(f"{c:+.3g}" for c in x["constraints"])]

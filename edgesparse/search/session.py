@@ -16,8 +16,8 @@ from edgesparse.errors import UserError
 from edgesparse.files import sha256_file
 from edgesparse.search import study as studies
 from edgesparse.search import tune as search
-from edgesparse.search.space import build_space
-from edgesparse.search.trials import Base, full_recipe, proxy_recipe
+from edgesparse.search.space import DEFAULT_FAMILIES, build_space
+from edgesparse.search.trials import LOWRANK, PROFILE_PARAMS, Base, full_recipe, proxy_recipe
 
 TUNE_SCHEMA = "edgesparse.tune/1"
 
@@ -41,8 +41,9 @@ def _default_keep(recipe) -> float | None:
 
 
 def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[str],
-            token_file: Path | None, local: bool, max_accuracy_drop: float | None = None) -> Base:
-    """Load and check everything once: one build plan per fidelity, the space, the reference."""
+            token_file: Path | None, local: bool, max_accuracy_drop: float | None = None,
+            knobs: tuple[str, ...] | list[str] = DEFAULT_FAMILIES, latency_table: bool = False) -> Base:
+    """Load and check everything once: the build plans of each fidelity, the space, the reference."""
     import tempfile
 
     import yaml
@@ -62,13 +63,23 @@ def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[st
     if not first.data.labelled or first.data.x_val is None:
         raise UserError(f"{data} has no labels: tune measures accuracy, so it needs x/y labels")
     space = build_space(first.pristine, sha256_file(model), _precisions(target),
-                        round_to=int(target.simd_width or 1))
-    if not space.groups:
-        raise UserError(f"{model}: no layer group can be pruned, so there is nothing to tune "
-                        "(see docs/pruning.md on what blocks a group)")
+                        round_to=int(target.simd_width or 1), families=tuple(knobs))
+    if not space.knobs:
+        raise UserError(f"{model}: --knobs {','.join(knobs)} gives no knob for this model (no prunable "
+                        "group, residual block or factorisable layer; see docs/tune.md)")
+    if latency_table and not (agents or local):
+        raise UserError("--latency-table is measured on a device: give --agent URL (or --local for this "
+                        "machine); without one the search uses the roofline estimate")
+    if latency_table and space.rank_names:
+        raise UserError("--latency-table has no entries for factorised layers; leave rank out of --knobs "
+                        "or measure every trial on the device (without --latency-table)")
     reference = round(accuracy(first.pristine, first.data.x_val, first.data.y_val), 3)
+    none = space.uniform(1.0)
     recipes = {"proxy": proxy_recipe(default, space),
-               "full": full_recipe(default, space.uniform(1.0), space, max_accuracy_drop)}
+               "full": full_recipe(default, none, space, max_accuracy_drop, lowrank=False)}
+    if space.rank_names:
+        recipes["proxy" + LOWRANK] = proxy_recipe(default, space, lowrank=True)
+        recipes["full" + LOWRANK] = full_recipe(default, none, space, max_accuracy_drop, lowrank=True)
     plans = {}
     for fidelity, recipe in recipes.items():
         path = scratch / f"{fidelity}.yaml"
@@ -100,11 +111,47 @@ def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
     return study
 
 
+TABLE_ATTR = "latency_table"
+
+
+def ensure_table(base: Base, study, settings: search.TuneSettings, progress=None,
+                 wait_s: float = 0.0) -> None:
+    """With --latency-table: the study's table, measured once on the device (by the coordinator;
+    a worker waits up to `wait_s` for it), read by every proxy trial."""
+    from edgesparse.profile.layer_table import LatencyTable, measure_table
+    from edgesparse.search.trials import device_latency, run_trial
+
+    if not settings.latency_table:
+        return
+    deadline = time.monotonic() + wait_s
+    while TABLE_ATTR not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(2.0)             # user_attrs reads the storage each time
+    if TABLE_ATTR in study.user_attrs:
+        base.table = LatencyTable.from_dict(study.user_attrs[TABLE_ATTR])
+        return
+    if wait_s:
+        raise UserError(f"study {study.study_name!r} has no latency table after {wait_s:.0f} s; the "
+                        "coordinator measures it before the first trial: start workers after that")
+    full = {}
+    for precision in base.space.precisions or [base.space.default_precision]:
+        point = base.space.uniform(1.0, precision)
+        full[precision] = (base.space.layer_widths(point),
+                           run_trial(base, point, "proxy", measured=True).latency_ms)
+    model = base.plans["proxy"].pristine
+    _, device = device_latency(base, None)
+    base.table = measure_table(model, base.space.table_pairs(), list(full), full,
+                               measure=lambda path: device_latency(base, path)[0], device=device,
+                               params=dict(PROFILE_PARAMS), progress=progress)
+    study.set_user_attr(TABLE_ATTR, base.table.to_dict())
+
+
 def coordinate(base: Base, settings: search.TuneSettings, storage: str, name: str, model: Path,
                data: Path | None, progress=None) -> Any:
-    """Create or resume the study, enqueue the baselines, and work until the budget is spent."""
+    """Create or resume the study, [measure its latency table,] enqueue the baselines, and work
+    until the budget is spent."""
     study = open_for(base, settings, storage, name, data, setup_attrs(model, base.target.name, data, settings))
     study.set_user_attr("budget", settings.trials)
+    ensure_table(base, study, settings, progress)
     search.enqueue_baselines(study, search.baseline_points(base.space, _default_keep(base.default_recipe)))
     task = progress.task("tune: proxy trials", total=settings.trials) if progress else None
     if task:
@@ -148,9 +195,11 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
             raise UserError(f"the study's {label} {path} is not on this machine; give --{label} PATH "
                             "with the same file")
     base = prepare(model, setup["target"], data, agents=agents, token_file=token_file, local=local,
-                   max_accuracy_drop=settings.max_accuracy_drop)
+                   max_accuracy_drop=settings.max_accuracy_drop, knobs=settings.knobs,
+                   latency_table=settings.latency_table)
     study = open_for(base, settings, storage, name, data,    # refuses files with other hashes
                      worker=search.worker_name())
+    ensure_table(base, study, settings, wait_s=1800.0)
     budget = int(attrs.get("budget", settings.trials))
     started = time.monotonic()
     done = search.work(study, base, settings, budget)
@@ -160,7 +209,7 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
 
 def result_report(base: Base, settings: search.TuneSettings, study, storage: str, name: str,
                   refined: list[dict[str, Any]], picked: dict[str, Any] | None, pick_rule: str | None,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, table_check: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     rows = search.trial_rows(study)
     proxy_front = search.pareto(rows)
     full_front = search.pareto(refined)
@@ -173,7 +222,13 @@ def result_report(base: Base, settings: search.TuneSettings, study, storage: str
         "latency_source": rows[0]["latency_source"] if rows else None,
         "settings": asdict(settings),
         "space": {"groups": base.space.group_sizes, "precisions": list(base.space.precisions) or
-                  [base.space.default_precision], "fingerprint": base.space.fingerprint()},
+                  [base.space.default_precision], "fingerprint": base.space.fingerprint(),
+                  "knobs": [k.describe() for k in base.space.knobs],
+                  "blocks": {a: list(ls) for a, ls in base.space.blocks.items()}},
+        "latency_table": None if base.table is None else {
+            **base.table.to_dict(), "label": base.table.label,
+            "liked": {p: base.table.liked_widths(p) for p in base.table.entries}},
+        "table_check": table_check or [],
         "trials": rows, "baselines": baselines,
         "proxy_front": proxy_front, "full_front": full_front, "refined": refined,
         "feasible_trials": sum(1 for r in rows if r["feasible"]),
@@ -202,11 +257,13 @@ def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str 
     url = studies.storage_url(storage, out)
     name = study_name or f"{Path(model).stem}-{target}"
     base = prepare(Path(model), target, data, agents=agents, token_file=token_file, local=local,
-                   max_accuracy_drop=settings.max_accuracy_drop)
+                   max_accuracy_drop=settings.max_accuracy_drop, knobs=settings.knobs,
+                   latency_table=settings.latency_table)
     study = coordinate(base, settings, url, name, Path(model), data, progress)
     with staged_output(out) as workdir:
         rows = search.trial_rows(study)
         front = search.pareto(rows)
+        table_check = search.remeasure(base, front) if base.table is not None else []
         refined = []
         if refine and front:
             task = progress.task("tune: fine-tuning the Pareto set", total=len(front)) if progress else None
@@ -221,7 +278,7 @@ def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str 
             recipe = _recipe_of(base, picked, settings.max_accuracy_drop)
             (workdir / "picked-recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         report = result_report(base, settings, study, url, name, refined, picked, pick_rule,
-                               time.monotonic() - started)
+                               time.monotonic() - started, table_check)
         write_tune_reports(report, workdir)
     if pick_rule and picked is None:
         raise UserError(f"--pick {pick_rule}: no trial meets the accuracy budget of "

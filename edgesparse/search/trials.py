@@ -2,17 +2,23 @@
 
 Two fidelities, both real pipelines on the real runtimes:
 
-- `proxy` (cheap, every trial): prune to the point's per-group widths with least-squares
-  reconstruction and no fine-tune, quantize at the point's precision, export TFLite, verify in
-  LiteRT. Seconds per trial on small models.
+- `proxy` (cheap, every trial): prune to the point's per-group widths (and drop its residual
+  blocks) with least-squares reconstruction and no fine-tune, factorise its rank-knob layers
+  (lowrank, no fine-tune), quantize at the point's precision, export TFLite, verify in LiteRT.
+  Seconds per trial on small models.
 - `full` (the Pareto set only): the target's default recipe with its prune budget replaced by
-  the point's per-group widths, so fine-tuning, distillation and every export run as a build
-  would. The recipe of a full trial is what `--pick` writes, and `edgesparse build --recipe` of
-  it reproduces the trial.
+  the point's per-group widths and blocks (and lowrank right after prune when the point
+  factorises), so fine-tuning, distillation and every export run as a build would. The recipe of
+  a full trial is what `--pick` writes, and `edgesparse build --recipe` of it reproduces the trial.
+
+A point that factorises nothing runs a plan without lowrank (lowrank refuses an empty `ranks`),
+so each fidelity has two plans: `proxy` / `proxy+lowrank`, `full` / `full+lowrank`.
 
 Latency comes from, in order of preference: the agents given (measured on the device), this
 machine (`local`: measured, but on the build host, and labelled so), else the target's roofline
-estimate (labelled "estimated"). A trial records where its latency came from.
+estimate (labelled "estimated"). With a per-layer table (`--latency-table`, profile/layer_table.py)
+the proxy trials read the table measured once on that device instead ("table (device X)"), and
+the Pareto set is measured on the device for real. A trial records where its latency came from.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesparse.search.space import SearchSpace, per_group
+from edgesparse.search.space import SearchSpace
+
+LOWRANK = "+lowrank"     # the plan suffix of points that factorise
 
 PROFILE_PARAMS = {"runs": 30, "warmup": 5, "min_seconds": 0.3, "seed": 0}
 
@@ -41,6 +49,8 @@ class TrialResult:
     keras_accuracy: float | None
     recipe: dict[str, Any] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)   # producer -> kept channels
+    removed_blocks: list[str] = field(default_factory=list)   # Add names of the dropped blocks
+    ranks: dict[str, list[int]] = field(default_factory=dict)  # layer -> rank(s) it was factorised at
 
     def values(self) -> list[float]:
         return [self.accuracy if self.accuracy is not None else 0.0, self.latency_ms, float(self.bytes)]
@@ -60,6 +70,7 @@ class Base:
     agents: list[str] = field(default_factory=list)
     token_file: Path | None = None
     local: bool = False
+    table: Any = None               # a profile.layer_table.LatencyTable: proxy latency from it
     _fleet: "Fleet | None" = None
 
     @property
@@ -74,21 +85,35 @@ class Base:
         return self._fleet
 
 
-def proxy_recipe(default_recipe, space: SearchSpace) -> dict[str, Any]:
-    """Prune (widths come per trial), quantize, export TFLite, verify: no training at all."""
+def proxy_recipe(default_recipe, space: SearchSpace, lowrank: bool = False) -> dict[str, Any]:
+    """Prune (widths and blocks come per trial), [lowrank], quantize, export TFLite, verify: no
+    training at all."""
+    point = space.uniform(1.0)
+    passes = [{"pass": "prune", "per_group": space.per_group(point), "reconstruct": True,
+               "finetune_epochs": 0}]
+    if lowrank:
+        passes.append(_lowrank_entry(space, point))
+    passes += [{"pass": "quantize", "precisions": [space.default_precision]},
+               {"pass": "export", "formats": ["tflite"]},
+               {"pass": "verify"}]
     return {"name": "tune-proxy", "seed": default_recipe.spec.seed, "max_accuracy_drop": None,
-            "passes": [
-                {"pass": "prune", "per_group": per_group(space.uniform(1.0)), "reconstruct": True,
-                 "finetune_epochs": 0},
-                {"pass": "quantize", "precisions": [space.default_precision]},
-                {"pass": "export", "formats": ["tflite"]},
-                {"pass": "verify"}]}
+            "passes": passes}
+
+
+def _lowrank_entry(space: SearchSpace, point: dict[str, Any]) -> dict[str, Any]:
+    """Lowrank at the point's ranks, no fine-tune of its own (prune's and distill's follow or not,
+    as the fidelity has them). A plan needs some rank to be valid: with none (the plan's own
+    point), the first rank layer at its full rank; each trial's overrides replace it."""
+    ranks = space.ranks(point) or {n: min(space.rank_layers[n].inputs, space.rank_layers[n].outputs)
+                                   for n in space.rank_names[:1]}
+    return {"pass": "lowrank", "ranks": ranks, "finetune_epochs": 0}
 
 
 def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
-                max_accuracy_drop: float | None) -> dict[str, Any]:
-    """The target's default recipe with the point's widths and precision in place of its own
-    budget: what `--pick` writes and `edgesparse build --recipe` runs."""
+                max_accuracy_drop: float | None, lowrank: bool | None = None) -> dict[str, Any]:
+    """The target's default recipe with the point's widths, blocks, ranks and precision in place of
+    its own budget: what `--pick` writes and `edgesparse build --recipe` runs."""
+    lowrank = bool(space.ranks(point)) if lowrank is None else lowrank
     spec = default_recipe.to_dict()
     passes, has_prune = [], False
     for entry in spec["passes"]:
@@ -97,54 +122,96 @@ def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
             has_prune = True
             for k in ("ratio", "macs", "params"):
                 entry.pop(k, None)
-            entry["per_group"] = per_group(point)
+            entry.update(_prune_fields(space, point))
             entry["steps"] = 1          # the widths are the plan: no gradual path to them
         elif entry["pass"] == "quantize":
             entry["precisions"] = [space.precision_of(point)]
         passes.append({k: v for k, v in entry.items() if v is not None})
+        if entry["pass"] == "prune" and lowrank:
+            passes.append(_lowrank_entry(space, point))
     if not has_prune:
-        passes.insert(0, {"pass": "prune", "per_group": per_group(point)})
+        passes.insert(0, {"pass": "prune", **_prune_fields(space, point)})
+        if lowrank:
+            passes.insert(1, _lowrank_entry(space, point))
     recipe = {"name": f"{spec['name']}-tuned", "seed": spec["seed"], "passes": passes}
     if max_accuracy_drop is not None:
         recipe["max_accuracy_drop"] = max_accuracy_drop
     return recipe
 
 
+def _prune_fields(space: SearchSpace, point: dict[str, Any]) -> dict[str, Any]:
+    fields = {"per_group": space.per_group(point)}
+    if space.block_names:
+        fields["blocks"] = space.dropped(point)
+    return fields
+
+
+def plan_key(space: SearchSpace, point: dict[str, Any], fidelity: str) -> str:
+    return fidelity + (LOWRANK if space.ranks(point) else "")
+
+
 def overrides(base: Base, point: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {"prune": {"per_group": per_group(point)},
-            "quantize": {"precisions": [base.space.precision_of(point)]}}
+    out = {"prune": _prune_fields(base.space, point),
+           "quantize": {"precisions": [base.space.precision_of(point)]}}
+    ranks = base.space.ranks(point)
+    if ranks:
+        out["lowrank"] = {"ranks": ranks}
+    return out
 
 
 def run_trial(base: Base, point: dict[str, Any], fidelity: str = "proxy",
-              keep_dir: Path | None = None) -> TrialResult:
-    """Build the point's artifact at `fidelity` and measure it. Raises UserError on bad points."""
+              keep_dir: Path | None = None, measured: bool = False) -> TrialResult:
+    """Build the point's artifact at `fidelity` and measure it. Raises UserError on bad points.
+    A proxy trial reads the latency table when the base has one, unless `measured` asks for the
+    device itself; a full trial is always measured."""
     from edgesparse.build_api import run_plan
 
     folder = Path(tempfile.mkdtemp(prefix="edgesparse-trial-")) if keep_dir is None else keep_dir
     try:
-        attempt = run_plan(base.plans[fidelity], overrides=overrides(base, point), folder=folder)
+        key = plan_key(base.space, point, fidelity)
+        attempt = run_plan(base.plans[key], overrides=overrides(base, point), folder=folder)
         state = attempt.state
         from edgesparse.search.backoff import primary_artifact
 
         artifact = primary_artifact(state, base.target)
-        latency, source = measure_latency(base, artifact, attempt.macs)
+        if base.table is not None and fidelity == "proxy" and not measured:
+            latency, source = table_latency(base, point, artifact)
+        else:
+            latency, source = measure_latency(base, artifact, attempt.macs)
         final = {k: v for r in attempt.records for k, v in r.metrics.items()}
         recipe = (full_recipe(base.default_recipe, point, base.space, None) if fidelity == "full"
-                  else base.recipes.get(fidelity, {}))
+                  else base.recipes.get(key, {}))
+        prune_facts = _facts(state.facts.get("prune", {}))
+        lowrank_facts = _facts(state.facts.get("lowrank", {}))
         return TrialResult(accuracy=attempt.accuracy, latency_ms=latency, latency_source=source,
                            bytes=int(attempt.bytes or 0), macs=attempt.macs, params=attempt.params,
                            keras_accuracy=final.get("accuracy"), recipe=recipe,
-                           widths=_widths(state.facts.get("prune", {})))
+                           widths=_widths(prune_facts),
+                           removed_blocks=[b["add"] for b in (prune_facts.get("depth") or {}).get("removed", [])],
+                           ranks={r["layer"]: list(r["ranks"]) for r in lowrank_facts.get("layers", [])
+                                  if r.get("kept")})
     finally:
         if keep_dir is None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _widths(prune_facts: Any) -> dict[str, int]:
+def _facts(facts: Any) -> dict[str, Any]:
+    if isinstance(facts, dict):
+        return facts
+    return dict(getattr(facts, "__dict__", {}) or {})
+
+
+def _widths(prune_facts: dict[str, Any]) -> dict[str, int]:
     """Kept channels per producer, from prune's facts ({producer: [before, after]})."""
-    channels = (prune_facts.get("channels") if isinstance(prune_facts, dict)
-                else getattr(prune_facts, "channels", None)) or {}
+    channels = prune_facts.get("channels") or {}
     return {p: int(v[1]) for p, v in channels.items()}
+
+
+def table_latency(base: Base, point: dict[str, Any], artifact) -> tuple[float, str]:
+    """The table's estimate for the point: its layers' entries at its widths plus the measured
+    fixed part."""
+    precision = artifact.precision if artifact is not None else base.space.precision_of(point)
+    return base.table.estimate(base.space.layer_widths(point), precision), base.table.label
 
 
 class Fleet:
@@ -174,19 +241,32 @@ class Fleet:
             time.sleep(1.0)       # all busy: one profile takes about a second on small models
 
 
-def measure_latency(base: Base, artifact, macs: int | None) -> tuple[float, str]:
-    """p50 latency in ms of the artifact, and where the figure comes from."""
+LOCAL = "local (build host, not the target)"
+
+
+def device_latency(base: Base, path: Path | None) -> tuple[float, str]:
+    """p50 ms of an artifact file on the search's device (an agent of the fleet, or this host with
+    `local`), and the device's label. `path` None: the label only (no measurement)."""
     from edgesparse.profile.collect import collect_profiles
 
     if base.agents:
-        result = base.fleet().profile(artifact.path)
+        if path is None:
+            return 0.0, "agent " + ", ".join(base.agents)
+        result = base.fleet().profile(path)
         return float(result["timing"]["p50_ms"]), f"agent {result['agent']}"
-    if base.local:
-        summary = collect_profiles(artifact.path, agents=[], local=True, params=PROFILE_PARAMS)
-        d = summary["devices"][0]
-        if not d["ok"]:
-            raise RuntimeError(d["error"]["message"])
-        return float(d["result"]["timing"]["p50_ms"]), "local (build host, not the target)"
+    if path is None:
+        return 0.0, LOCAL
+    summary = collect_profiles(path, agents=[], local=True, params=PROFILE_PARAMS)
+    d = summary["devices"][0]
+    if not d["ok"]:
+        raise RuntimeError(d["error"]["message"])
+    return float(d["result"]["timing"]["p50_ms"]), LOCAL
+
+
+def measure_latency(base: Base, artifact, macs: int | None) -> tuple[float, str]:
+    """p50 latency in ms of the artifact, and where the figure comes from."""
+    if base.agents or base.local:
+        return device_latency(base, artifact.path)
     from edgesparse.profile.estimate import roofline_estimate
 
     est = roofline_estimate(int(macs or 0), artifact.path.stat().st_size,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from edgesparse.errors import UserError
 from edgesparse.search import leases
-from edgesparse.search.space import SearchSpace
+from edgesparse.search.space import DEFAULT_FAMILIES, SearchSpace
 from edgesparse.search.trials import Base, TrialResult, run_trial
 
 UNIFORM_BASELINES = (0.75, 0.55)      # keep fractions enqueued besides the default recipe's
@@ -41,6 +41,8 @@ class TuneSettings:
     max_bytes: int | None = None
     lease_s: float = 120.0
     population: int = 12
+    knobs: tuple[str, ...] = DEFAULT_FAMILIES   # knob families (space.py); a study stores them as a list
+    latency_table: bool = False                 # proxy latency from a per-layer table (profile/layer_table.py)
 
     def constraints(self) -> dict[str, Any]:
         return {"max_accuracy_drop": self.max_accuracy_drop, "max_latency_ms": self.max_latency_ms,
@@ -213,7 +215,8 @@ def record(trial, result: TrialResult, base: Base, settings: TuneSettings, worke
 def result_summary(r: TrialResult) -> dict[str, Any]:
     return {"accuracy": r.accuracy, "latency_ms": round(r.latency_ms, 4),
             "latency_source": r.latency_source, "bytes": r.bytes, "macs": r.macs,
-            "params": r.params, "keras_accuracy": r.keras_accuracy, "widths": r.widths}
+            "params": r.params, "keras_accuracy": r.keras_accuracy, "widths": r.widths,
+            "removed_blocks": r.removed_blocks, "ranks": r.ranks}
 
 
 # ----------------------------------------------------------------------------- fronts
@@ -285,6 +288,20 @@ def pick(rows: list[dict[str, Any]], rule: str, reference: float | None,
 def closest_to_feasible(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
     """When nothing is feasible: the trials that violate the constraints least."""
     return sorted(rows, key=lambda r: sum(max(0.0, c) for c in r.get("constraints", [])))[:n]
+
+
+def remeasure(base: Base, front: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The proxy front measured on the device for real: how good the latency table's estimates
+    were for the points that matter. Each point is rebuilt (same seed, same artifact)."""
+    out = []
+    for row in front:
+        measured = run_trial(base, row["params"], "proxy", measured=True)
+        est = row["latency_ms"]
+        out.append({"number": row["number"], "table_ms": est, "measured_ms": round(measured.latency_ms, 4),
+                    "error_pct": round(100.0 * (est - measured.latency_ms) / measured.latency_ms, 1),
+                    "measured_on": measured.latency_source})
+        row["measured_ms"] = out[-1]["measured_ms"]
+    return out
 
 
 def refine(base: Base, front: list[dict[str, Any]], settings: TuneSettings, workdir: Path,

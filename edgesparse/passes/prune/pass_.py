@@ -38,8 +38,9 @@ class PruneConfig(PassConfig):
     sensitivity_ratios: list[float] = [0.25, 0.5, 0.75, 0.9]
     calibration_samples: int = Field(512, description="calibration inputs for data-aware steps")
     seed: int = 0
-    blocks: int = Field(0, ge=0, description="first remove this many residual blocks whole (an Add with an "
-                                             "identity path; the branches that add least go first)")
+    blocks: int | list[str] = Field(0, description="first remove residual blocks whole (an Add with an identity "
+                                                   "path): a count (the branches that add least go first) or "
+                                                   "the blocks' Add layer names (a search's choice)")
     per_group: dict[str, float] | None = Field(
         None, description="keep fraction per channel group, keyed by a producer layer name "
                           "(e.g. {conv1: 0.5}); pins that group's width, the budget goes to the others")
@@ -66,6 +67,8 @@ def config_problems(c: PruneConfig) -> list[str]:
         problems.append("min_channels must be at least 1")
     if c.round_to is not None and c.round_to < 1:
         problems.append("round_to must be at least 1")
+    if isinstance(c.blocks, int) and c.blocks < 0:
+        problems.append(f"blocks {c.blocks} is negative; give a count of residual blocks to remove, or their Add names")
     if c.steps < 1 or c.finetune_epochs < 0 or c.calibration_samples < 1:
         problems.append("steps and calibration_samples must be >= 1 and finetune_epochs >= 0")
     if not (c.finetune_lr > 0 and math.isfinite(c.finetune_lr)):
@@ -160,17 +163,26 @@ class PrunePass(Pass):
         return state
 
 
-def _drop_blocks(state: ModelState, n: int, x):
-    """Depth removal before the channel cut: the `n` residual blocks whose branch adds least."""
+def _drop_blocks(state: ModelState, n: int | list[str], x):
+    """Depth removal before the channel cut: the `n` residual blocks whose branch adds least, or
+    the blocks whose Add layers `n` names."""
     from edgesparse.graph.depth import branch_ratios, drop_blocks, residual_blocks
     from edgesparse.graph.stats import count_macs
 
     blocks = residual_blocks(state.model)
-    if len(blocks) < n:
+    ratios = branch_ratios(state.model, blocks, x)
+    if isinstance(n, list):
+        known = {b.add for b in blocks}
+        unknown = [a for a in n if a not in known]
+        if unknown:
+            raise UserError(f"prune: blocks names {unknown[0]!r}, which is not the Add of a removable residual "
+                            f"block; the model's are: {', '.join(sorted(known)) or 'none'}")
+        chosen = [b for b in blocks if b.add in set(n)]
+    elif len(blocks) < n:
         raise UserError(f"prune: blocks: {n} asks for more residual blocks than the model has "
                         f"({len(blocks)} with an identity path); lower blocks")
-    ratios = branch_ratios(state.model, blocks, x)
-    chosen = sorted(blocks, key=lambda b: ratios[b.add])[:n]
+    else:
+        chosen = sorted(blocks, key=lambda b: ratios[b.add])[:n]
     model = drop_blocks(state.model, chosen)
     state.record("prune", depth={"removed": [b.describe() | {"branch_ratio": round(ratios[b.add], 4)}
                                              for b in chosen],
