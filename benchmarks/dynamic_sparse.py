@@ -87,9 +87,8 @@ def run_one(task, method, sparsity, seed, args) -> tuple[float, float, int]:
         train(model, (x_tr, y_tr), loss=CrossEntropy(), **common)
         return accuracy(model, x_te, y_te), accuracy(model, x_tr, y_tr), kernel_weights(inputs, widths)
     settings = Settings(method, sparsity, update_every=args.update_every or task["update_every"],
-                        epochs=args.epochs,
-                        batch_size=task["batch"], learning_rate=args.lr, lr_schedule="cosine",
-                        init="random", seed=seed)
+                        epochs=args.epochs, batch_size=task["batch"], learning_rate=args.lr,
+                        lr_schedule="cosine", init="random", seed=seed)
     result = sparse_train(mlp(inputs, widths, seed), x_tr, y_tr, settings)
     nonzero = sum(r.weights - r.zeros for r in result.layers)
     return accuracy(result.model, x_te, y_te), accuracy(result.model, x_tr, y_tr), nonzero
@@ -98,6 +97,7 @@ def run_one(task, method, sparsity, seed, args) -> tuple[float, float, int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (more seeds later)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--tasks", default="digits,mnist1d")
@@ -127,12 +127,13 @@ def main(argv=None) -> int:
                 "train_mean": float(np.mean(fit)), "train_runs": list(fit), "kernel_weights": int(kept[0])}
 
     for task in tasks:
-        dense = summary([run_one(task, "dense", 0.0, s, args) for s in range(args.seeds)]) if "dense" in methods else None
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        dense = summary([run_one(task, "dense", 0.0, s, args) for s in seeds]) if "dense" in methods else None
         for sparsity in task["sparsities"]:
             row = {"task": task["name"], "sparsity": sparsity}
             for method in methods:
                 row[method] = dense if method == "dense" else summary(
-                    [run_one(task, method, sparsity, s, args) for s in range(args.seeds)])
+                    [run_one(task, method, sparsity, s, args) for s in seeds])
                 print(f"  {task['name']} {sparsity:.0%} {method}: {row[method]['mean']:.2f} ± {row[method]['std']:.2f}"
                       f" (train {row[method]['train_mean']:.2f})", flush=True)
             rows.append(row)

@@ -4,7 +4,7 @@ layer's initialiser targets for the fan-in and fan-out the mask leaves it.
 Why: Glorot / He / LeCun draw a kernel for its dense fans. Masked to density d, each unit keeps
 about d of its inputs, so its pre-activation variance is about d of what the initialiser meant,
 and through the layers the signal shrinks by the product of the densities (mnist1d MLP at 95%
-on ERK: 0.105 x 0.029 x 0.379, a logit variance ~1/900 of the dense net's). The sparse net starts
+on ERK: 0.105 x 0.029 x 0.379, a logit variance ~1/870 of the dense net's). The sparse net starts
 with vanishing activations and gradients and, at a fixed budget, underfits. Evci et al. 2022
 ("Gradient flow in sparse neural networks and how lottery tickets win") and google-research/rigl
 (rigl_tf2/init_utils.py `unit_scaled_init`) therefore scale every weight by its sparse fans:
