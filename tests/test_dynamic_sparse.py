@@ -156,6 +156,78 @@ def test_gmp_at_98_percent_empties_no_layer(digits):
     assert out_layer.sparsity < 0.9          # ERK keeps the small classifier denser
 
 
+# ----------------------------------------------------------------------------- sparse-aware initialisation
+
+
+def _start(model, x, y, sparsity, init="random"):
+    """The network sparse_train starts from: static masks and a zero learning rate run the real
+    loop (mask set-up, initialisation, one epoch of Adam steps) without moving a weight."""
+    settings = Settings("static", sparsity, epochs=1, batch_size=256, learning_rate=0.0, init=init, seed=3)
+    return sparse_train(model, x, y, settings).model
+
+
+def test_from_scratch_each_kept_weight_has_the_variance_glorot_targets_for_its_sparse_fans(digits):
+    from edgesparse.train.sparse_init import sparse_fans
+
+    x, y, _, _ = digits
+    net = _start(_mlp((256, 256, 256)), x, y, 0.95)
+    for layer in net.layers[1:]:
+        kernel = layer.kernel.numpy()
+        mask = kernel != 0
+        fan_in, fan_out = sparse_fans(mask)
+        target = 1.0 / np.maximum(1.0, (fan_in + fan_out) / 2.0)      # Glorot: 2 / (fan_in + fan_out)
+        ratio = (kernel ** 2 / target)[mask]
+        # a dense draw merely masked gives each weight 1/density too little variance (ratio ~0.03-0.4)
+        assert ratio.mean() == pytest.approx(1.0, abs=0.1), (layer.name, mask.mean())
+
+
+def test_the_fan_in_rule_is_per_output_unit_counting_the_mask():
+    from edgesparse.train.sparse_init import rescale_to_sparse_fans
+
+    keras.utils.set_random_seed(0)
+    layer = L.Dense(400, kernel_initializer="he_normal")
+    layer.build((None, 256))
+    mask = np.zeros((256, 400), dtype=bool)
+    rng = np.random.default_rng(0)
+    for unit in range(400):                      # half the units keep 4 inputs, half keep 64
+        mask[rng.choice(256, 4 if unit < 200 else 64, replace=False), unit] = True
+    rescale_to_sparse_fans(layer, mask)
+    kernel = layer.kernel.numpy()
+    assert np.all(kernel[~mask] == 0)
+    for units, fan_in in ((slice(0, 200), 4), (slice(200, 400), 64)):
+        variance = (kernel[:, units] ** 2).sum(axis=0).mean() / fan_in
+        assert variance == pytest.approx(2.0 / fan_in, rel=0.15)        # He: 2 / fan_in
+
+
+def test_a_deep_95_percent_sparse_mlp_keeps_its_activation_scale_layer_to_layer(digits):
+    x, y, _, _ = digits
+
+    def pre_activation_rms(model):
+        h, rms = x, []
+        for layer in model.layers[1:]:
+            z = h @ layer.kernel.numpy() + layer.bias.numpy()
+            rms.append(float(np.sqrt(np.mean(z ** 2))))
+            h = np.maximum(z, 0.0)
+        return np.array(rms)
+
+    widths = (256, 256, 256, 256)
+    dense = pre_activation_rms(_mlp(widths, seed=3))
+    sparse = pre_activation_rms(_start(_mlp(widths, seed=3), x, y, 0.95))
+    # every layer within a factor 1.5 of the dense init's scale; masking alone shrinks the logits
+    # ~sqrt of the product of the densities (here ~1e-3)
+    np.testing.assert_array_less(np.abs(np.log(sparse / dense)), np.log(1.5))
+
+
+def test_a_magnitude_start_keeps_the_given_weights(digits):
+    x, y, _, _ = digits
+    model = _mlp()
+    given = _kernels(model)
+    start = _kernels(_start(model, x, y, 0.9, init="magnitude"))
+    for name, kernel in start.items():
+        kept = kernel != 0
+        np.testing.assert_array_equal(kernel[kept], given[name][kept])   # trained weights are not rescaled
+
+
 # ----------------------------------------------------------------------------- into the artifact
 
 

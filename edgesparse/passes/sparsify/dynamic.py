@@ -17,7 +17,9 @@ mask changes are a callback every `update_every` steps (train/callbacks.py `Mask
 - static: the initial mask, never updated (the benchmark's control).
 
 The initial mask of set/rigl/static is the top-|w| of the given (trained) weights, or random
-(`init="random"`, training from scratch as in the papers). A block pattern (`block1x4`) masks
+(`init="random"`, training from scratch as in the papers: the given weights are taken as a fresh
+draw of their initialisers, and the kept ones are rescaled to the variance their initialiser
+targets for the fan-in and fan-out the mask leaves them, train/sparse_init.py). A block pattern (`block1x4`) masks
 whole blocks of `b` consecutive input channels of one output unit of a Dense kernel (the
 TFLite weight [out, in]'s inner axis, which LiteRT's FULLY_CONNECTED runs sparse: DESIGN trap 4);
 every score is summed over the block. `layer_blocks` gives single layers their own block
@@ -40,6 +42,7 @@ from edgesparse.passes.sparsify.refit import LayerRecord
 from edgesparse.train.callbacks import MaskUpdate
 from edgesparse.train.losses import CrossEntropy
 from edgesparse.train.masks import Masks
+from edgesparse.train.sparse_init import rescale_to_sparse_fans
 from edgesparse.train.trainer import train
 
 DYNAMIC_METHODS = ("gmp", "set", "rigl")
@@ -217,6 +220,11 @@ def sparse_train(model, x: np.ndarray, y: np.ndarray, settings: Settings, progre
         else:
             unit = _topk(magnitude(name), counts[name])
         initial[name] = grid.to_elements(unit)
+        if settings.method != "gmp" and settings.init == "random":
+            # From scratch: the kept weights of a dense draw would give each unit ~density of
+            # the variance its initialiser targets and the signal would vanish through the
+            # layers; scale them to their sparse fans (train/sparse_init.py, as RigL does).
+            rescale_to_sparse_fans(net.get_layer(name), initial[name])
     masks = Masks(net, initial)
     updates: list[dict[str, Any]] = []
     loss = CrossEntropy()
