@@ -331,7 +331,8 @@ class Grower:
                 width = int(wide.get_layer(producer).output_shape[-1])
                 splits[producer] = np.concatenate([self.rng.permutation(width)
                                                    for _ in range(-(-n // width))])[:n]
-            wide = grow(wide, producer, n, split=splits.get(producer), seed=int(self.rng.integers(2**31)))
+            seed = int(self.rng.integers(2**31)) if producer in splits else 0   # zero units draw nothing
+            wide = grow(wide, producer, n, split=splits.get(producer), seed=seed)
         if self.masks is None:
             return wide, None
         # The masks grow the same way: old active = +1, old inactive = -1; a new position is 0
