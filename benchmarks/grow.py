@@ -1,6 +1,6 @@
 """The `grow` pass against training the final architecture from scratch (issue 11, "Done when").
 
-    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--only grow|grow-prune] [--json out.json]
 
 sklearn digits (the same 80/20 test split as benchmarks/dynamic_sparse.py; 15% of the training
 part is the validation split grow and the control stop on), the 64-256-256-10 MLP family.
@@ -15,7 +15,9 @@ part is the validation split grow and the control stop on), the 64-256-256-10 ML
    256-256 and then cut by 97%), then prune to 2,000 nonzero kernel weights.
 
 Both runs use the pass's defaults for everything else; --grow / --grow-prune override them
-(JSON of GrowConfig fields), which is how the variants in docs/benchmarks.md were measured.
+(JSON of GrowConfig fields), which is how the variants in docs/benchmarks.md were measured;
+--only grow / --only grow-prune runs one of the two comparisons (the same figures as in the
+full run, for half the machine time).
 
 Accuracy is test accuracy in percent (a split neither run saw), mean ± std over seeds.
 """

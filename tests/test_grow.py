@@ -96,7 +96,8 @@ def test_stops_when_the_cap_is_spent(data):
 
 def test_grow_and_prune_ends_at_the_requested_nonzero_count(data):
     given = mlp()
-    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=4, prune_to_params=400, prune_epochs=2)
+    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=4, prune_to_params=400, prune_epochs=2,
+                     prune_distill=None)
     net, facts = Grower(given, cfg, data, 0, given).run()
     nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
     assert nonzero == 400 == facts["final"]["connections"]

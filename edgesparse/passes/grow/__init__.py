@@ -92,9 +92,9 @@ class GrowConfig(PassConfig):
     finetune_epochs: Optional[int] = Field(None, ge=1, le=1000, description="after the final prune: this many epochs at the "
                                                                              "final masks, the learning rate decayed to 0 by "
                                                                              "a cosine (best epoch kept); None: to a plateau")
-    prune_distill: Optional[float] = Field(None, gt=0, le=100, description="final prune and fine-tune: distil from the grown "
-                                                                        "network at this temperature (Hinton's loss, labels "
-                                                                        "weighted 0.5); None: labels only")
+    prune_distill: Optional[float] = Field(2.0, gt=0, le=100, description="final prune and fine-tune: distil from the grown "
+                                                                       "network at this temperature (Hinton's loss, labels "
+                                                                       "weighted 0.5); null: labels only")
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
     seed: Optional[int] = Field(None, description="default: the build's seed")
