@@ -1,6 +1,6 @@
 """The `grow` pass against training the final architecture from scratch (issue 11, "Done when").
 
-    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--only grow|grow-prune] [--json out.json]
 
 sklearn digits (the same 80/20 test split as benchmarks/dynamic_sparse.py; 15% of the training
 part is the validation split grow and the control stop on), the 64-256-256-10 MLP family.
@@ -15,7 +15,9 @@ part is the validation split grow and the control stop on), the 64-256-256-10 ML
    256-256 and then cut by 97%), then prune to 2,000 nonzero kernel weights.
 
 Both runs use the pass's defaults for everything else; --grow / --grow-prune override them
-(JSON of GrowConfig fields), which is how the variants in docs/benchmarks.md were measured.
+(JSON of GrowConfig fields), which is how the variants in docs/benchmarks.md were measured;
+--only grow / --only grow-prune runs one of the two comparisons (the same figures as in the
+full run, for half the machine time).
 
 Accuracy is test accuracy in percent (a split neither run saw), mean ± std over seeds.
 """
@@ -99,6 +101,8 @@ def main(argv=None) -> int:
                     help='other GrowConfig fields of the grow run, e.g. \'{"keep_moments": false}\'')
     ap.add_argument("--grow-prune", type=json.loads, default={}, metavar="JSON",
                     help="other GrowConfig fields of the grow-and-prune run")
+    ap.add_argument("--only", choices=("grow", "grow-prune"),
+                    help="run one of the two comparisons (the machine is shared: variants of one need not pay the other)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     data = digits()
@@ -112,35 +116,47 @@ def main(argv=None) -> int:
           prune_cfg.model_dump(exclude_defaults=True), flush=True)
     rows = []
     for seed in range(args.seeds):
-        grown = grow_run(data, grow_cfg, seed)
-        widths = tuple(grown["widths"][f"fc{i + 1}"] for i in range(2))
-        scratch = scratch_run(data, widths, grow_cfg, seed)
-        pruned = grow_run(data, prune_cfg, seed)
-        rows.append({"seed": seed, "grow": grown, "scratch": scratch, "grow_prune": pruned})
-        print(f"seed {seed}: grow {grown['test']:.2f}% ({grown['mac_epochs']:.3g} MAC-epochs, {grown['epochs']} ep, "
-              f"{widths}) | scratch {scratch['test']:.2f}% ({scratch['mac_epochs']:.3g}, {scratch['epochs']} ep) | "
-              f"grow+prune {pruned['test']:.2f}% at {pruned['nonzero']} nonzero ({pruned['widths']})", flush=True)
-        for step in grown["steps"]:
-            print("   grow", step)
-        for step in pruned["steps"]:
-            print("   grow+prune", step)
+        row = {"seed": seed}
+        if args.only != "grow-prune":
+            grown = grow_run(data, grow_cfg, seed)
+            widths = tuple(grown["widths"][f"fc{i + 1}"] for i in range(2))
+            scratch = scratch_run(data, widths, grow_cfg, seed)
+            row.update(grow=grown, scratch=scratch)
+            print(f"seed {seed}: grow {grown['test']:.2f}% ({grown['mac_epochs']:.3g} MAC-epochs, {grown['epochs']} ep, "
+                  f"{widths}) | scratch {scratch['test']:.2f}% ({scratch['mac_epochs']:.3g}, {scratch['epochs']} ep) "
+                  f"| cost ratio {grown['mac_epochs'] / scratch['mac_epochs']:.2f}", flush=True)
+            for step in grown["steps"]:
+                print("   grow", step)
+        if args.only != "grow":
+            pruned = grow_run(data, prune_cfg, seed)
+            row.update(grow_prune=pruned)
+            print(f"seed {seed}: grow+prune {pruned['test']:.2f}% at {pruned['nonzero']} nonzero ({pruned['widths']})",
+                  flush=True)
+            for step in pruned["steps"]:
+                print("   grow+prune", step)
+        rows.append(row)
     minutes = (time.time() - started) / 60
-    g = [r["grow"]["test"] for r in rows]
-    s = [r["scratch"]["test"] for r in rows]
-    ratio = [r["grow"]["mac_epochs"] / r["scratch"]["mac_epochs"] for r in rows]
-    p = [r["grow_prune"]["test"] for r in rows]
-    nz = [r["grow_prune"]["nonzero"] for r in rows]
     print(f"\n{args.seeds} seeds, {minutes:.1f} min\n")
     print("| variant | test accuracy % | training cost (MAC-epochs) | nonzero kernel weights |")
     print("|---|---|---|---|")
-    print(f"| grow 0.25 → cap | {ms(g)} | {np.mean([r['grow']['mac_epochs'] for r in rows]):.3g} | "
-          f"{np.mean([r['grow']['nonzero'] for r in rows]):.0f} |")
-    print(f"| same final architecture from scratch | {ms(s)} | "
-          f"{np.mean([r['scratch']['mac_epochs'] for r in rows]):.3g} | |")
-    print(f"| grow-and-prune (cap {args.prune_max_macs:g}, to {args.prune_to}) | {ms(p)} | "
-          f"{np.mean([r['grow_prune']['mac_epochs'] for r in rows]):.3g} | {max(nz)} (max) |")
-    print(f"\ngrow − scratch: {np.mean(g) - np.mean(s):+.2f} points; grow cost / scratch cost: "
-          f"{np.mean(ratio):.2f} (per seed {', '.join(f'{r:.2f}' for r in ratio)})")
+    if args.only != "grow-prune":
+        g = [r["grow"]["test"] for r in rows]
+        s = [r["scratch"]["test"] for r in rows]
+        ratio = [r["grow"]["mac_epochs"] / r["scratch"]["mac_epochs"] for r in rows]
+        print(f"| grow 0.25 → cap | {ms(g)} | {np.mean([r['grow']['mac_epochs'] for r in rows]):.3g} | "
+              f"{np.mean([r['grow']['nonzero'] for r in rows]):.0f} |")
+        print(f"| same final architecture from scratch | {ms(s)} | "
+              f"{np.mean([r['scratch']['mac_epochs'] for r in rows]):.3g} | |")
+    if args.only != "grow":
+        p = [r["grow_prune"]["test"] for r in rows]
+        nz = [r["grow_prune"]["nonzero"] for r in rows]
+        print(f"| grow-and-prune (cap {args.prune_max_macs:g}, to {args.prune_to}) | {ms(p)} "
+              f"({', '.join(f'{v:.2f}' for v in p)}) | "
+              f"{np.mean([r['grow_prune']['mac_epochs'] for r in rows]):.3g} | {max(nz)} (max) |")
+    if args.only != "grow-prune":
+        print(f"\ngrow − scratch: {np.mean(g) - np.mean(s):+.2f} points (grow {', '.join(f'{v:.2f}' for v in g)}; "
+              f"scratch {', '.join(f'{v:.2f}' for v in s)}); grow cost / scratch cost: "
+              f"{np.mean(ratio):.2f} (per seed {', '.join(f'{r:.2f}' for r in ratio)})")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "minutes": minutes}, indent=2, default=str))
     return 0

@@ -44,6 +44,34 @@ def test_grow_keeps_outputs_and_the_new_channels_join_the_group(name):
     assert m.predict(x, verbose=0).tolist() == want.tolist()     # the input model is untouched
 
 
+# Flatten (conv_bn), a residual Add, Concatenate, a Multiply (squeeze_excite), depthwise (ds_cnn):
+# the zoo's ways of carrying channels, without the two MobileNets' minutes.
+@pytest.mark.parametrize("name", ["conv_bn", "residual", "concat", "squeeze_excite", "ds_cnn", "mlp"])
+def test_grow_by_splitting_keeps_outputs_and_copies_the_source_channels(name):
+    m = zoo.ZOO[name]()
+    x = zoo.sample_inputs(m, 16)
+    want = m.predict(x, verbose=0)
+    g = ChannelGraph(m)
+    for group in g.prunable_groups:
+        p = group.producers[0]
+        n = group.size + 2                      # more new channels than old: some sources split 3 ways
+        sources = np.arange(n) % group.size
+        wide = grow(m, p, n, split=sources, seed=1)
+        np.testing.assert_allclose(wide.predict(x, verbose=0), want, rtol=1e-4, atol=1e-4)
+        grown = _group_of(ChannelGraph(wide), p)
+        assert grown.size == group.size + n
+        for q in grown.producers:               # every tied producer's new columns copy their source
+            cols = out_columns(wide.get_layer(q))
+            np.testing.assert_array_equal(cols[:, group.size:], cols[:, sources])
+        for c in grown.consumers:               # mixing readers see the copies, by unequal shares
+            rows = in_rows(wide.get_layer(c))
+            if type(wide.get_layer(c)) in (L.Dense, L.Conv2D) and rows.shape[0] == group.size + n:
+                assert rows[group.size:].any()
+                assert not np.allclose(rows[group.size:], rows[sources])
+    with pytest.raises(UserError, match="one source channel"):
+        grow(m, g.prunable_groups[0].producers[0], 2, split=np.array([0, 10_000]))
+
+
 def test_grown_channels_can_be_pruned_away_again():
     m = zoo.residual()
     x = zoo.sample_inputs(m, 16)

@@ -96,10 +96,12 @@ def test_stops_when_the_cap_is_spent(data):
 
 def test_grow_and_prune_ends_at_the_requested_nonzero_count(data):
     given = mlp()
-    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=4, prune_to_params=400, prune_epochs=2)
+    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=4, prune_to_params=400, prune_epochs=2,
+                     prune_distill=None)
     net, facts = Grower(given, cfg, data, 0, given).run()
     nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
     assert nonzero == 400 == facts["final"]["connections"]
+    assert facts["teacher_mac_epochs"] == 0                     # labels only: no teacher ran
     assert [r["event"] for r in facts["trajectory"][-2:]] == ["prune", "fine-tune"]   # at the final masks
     for layer in ("fc1", "fc2", "probs"):          # no layer emptied: every unit keeps an input
         assert (np.abs(net.get_layer(layer).kernel.numpy()).sum(axis=0) > 0).all()
@@ -198,3 +200,57 @@ def test_grow_and_prune_with_regrowth_ends_at_the_requested_count(data):
     net, facts = Grower(given, cfg, data, 0, given).run()
     nonzero = sum(int(np.count_nonzero(l.kernel.numpy())) for l in net.layers if hasattr(l, "kernel"))
     assert nonzero <= 400 and facts["trajectory"][-1]["active"] == 400
+
+
+def test_split_growth_keeps_outputs_and_the_copies_inherit_their_sources_masks(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, start_density=0.5, grow_init="split", max_epochs=1), data, 0, given)
+    g.train_phase(1)                                    # trained weights, so the copies are not noise
+    before = g.net.predict(data.x_val, verbose=0)
+    old_masks = {n: m.copy() for n, m in g.masks.items()}
+    old_fc1 = g.net.get_layer("fc1").kernel.numpy()
+    assert g.grow_neurons(*g.cap()) > 0
+    assert g.widths() == {"fc1": 24, "fc2": 24}
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-4)
+    fc1 = g.net.get_layer("fc1").kernel.numpy()
+    np.testing.assert_array_equal(fc1[:, :16], old_fc1)
+    for j in range(16, 24):                             # each new neuron is a copy of an old one, mask included
+        source = [s for s in range(16) if np.array_equal(fc1[:, j], fc1[:, s])]
+        assert source and np.array_equal(g.masks["fc1"][:, j], old_masks["fc1"][:, source[0]])
+    assert np.abs(g.net.get_layer("fc2").kernel.numpy()[16:]).sum() > 0   # read at once, unlike zero units
+    for name, m in g.masks.items():
+        assert np.count_nonzero(g.net.get_layer(name).kernel.numpy()[~m]) == 0
+
+
+def test_grow_and_prune_can_distil_from_the_grown_network(data):
+    given = mlp()
+    cfg = GrowConfig(start_width=0.5, target_accuracy=60.0, max_epochs=3, prune_to_params=400, prune_epochs=2,
+                     prune_distill=4.0)
+    g = Grower(given, cfg, data, 0, given)
+    net, facts = g.run()
+    rows = facts["trajectory"]
+    assert rows[-1]["active"] == 400 and [r["event"] for r in rows[-2:]] == ["prune", "fine-tune"]
+    taught = facts["epochs"] - rows[-3]["epochs"]       # the prune's and the fine-tune's epochs
+    assert taught > 0 and facts["teacher_mac_epochs"] == pytest.approx(rows[-3]["macs"] * taught)
+
+
+def test_cap_epochs_anneal_the_last_phase_for_exactly_that_many_epochs(data):
+    from edgesparse.passes.grow.callbacks import cosine_decay
+
+    given = mlp()
+    cfg = GrowConfig(start_width=0.5, target_accuracy=100.0, max_macs=0.43, patience=1, cap_epochs=4, max_epochs=40)
+    net, facts = Grower(given, cfg, data, 0, given).run()      # at the cap from the start
+    phases = [r for r in facts["trajectory"] if r["event"] == "train"]
+    assert len(phases) == 1 and phases[0]["epochs_in_phase"] == 4 == facts["epochs"]   # not stopped on patience 1
+    seen = []                                   # the rate falls from the given one to ~0 within the fit
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate.numpy()))
+
+    model = mlp((8,))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(data.x_train[:64], data.y_train[:64], batch_size=16, epochs=2, verbose=0,
+              callbacks=[cosine_decay(1e-3, 8), Watch()])
+    assert seen[0] == pytest.approx(1e-3) and seen[-1] < 0.05 * 1e-3
+    assert all(a >= b for a, b in zip(seen, seen[1:]))

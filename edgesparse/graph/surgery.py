@@ -116,17 +116,27 @@ def shrink(model, graph: ChannelGraph, atom_keep: np.ndarray):
 
 # ----------------------------------------------------------------------------- grow
 
-def grow(model, producer_name: str, n_new: int, scale: float = 0.1):
+def grow(model, producer_name: str, n_new: int, scale: float = 0.1, split: np.ndarray | None = None,
+         seed: int = 0):
     """The model with `n_new` more output channels in the group of `producer_name`, computing
     exactly what `model` computes. The input is untouched.
 
     Every producer tied to it (through Add, Multiply, ...) grows by the same `n_new`, and so do
-    the channel-wise layers the channels flow through (BatchNorm, depthwise convs, PReLU, which
-    start from their initialisers). New output columns are the layer's initialiser scaled by
-    `scale` (small and random, so training can move them); the input rows of every layer that
-    reads the new channels are ZERO, so nothing downstream sees them until it is trained to.
+    the channel-wise layers the channels flow through (BatchNorm, depthwise convs, PReLU).
     A later ChannelGraph sees the new channels as units of the same group, so `shrink` can take
-    them away again.
+    them away again. Two ways to fill the new channels:
+
+    - `split` None (zero-contribution units): new output columns are the layer's initialiser
+      scaled by `scale` (small and random, so training can move them), channel-wise layers
+      start from their initialisers, and the input rows of every layer that reads the new
+      channels are ZERO, so nothing downstream sees them until it is trained to;
+    - `split` = the old channel each new one copies (Net2WiderNet, Chen et al. 2016): every
+      weight of the source channel is copied (producer columns, BatchNorm, depthwise, PReLU),
+      and each reader's input row of the source is shared among the source and its copies by
+      random positive fractions that sum to 1 per weight (`seed`). The copies compute the
+      source's activation, so the sum downstream is unchanged, and the fractions differ per
+      weight so the copies' gradients point different ways (equal fractions would give equal
+      Adam updates, and the copies would never part).
     """
     from edgesparse.errors import UserError
 
@@ -168,12 +178,95 @@ def grow(model, producer_name: str, n_new: int, scale: float = 0.1):
                        for p, c in zip(wide_graph.atom_producer, wide_graph.atom_channel)], dtype=bool)
     _check_grown(wide_graph, producer_name, group.size + n_new, is_old)
     keeps = layer_keeps(wide_graph, is_old)
+    if split is not None:
+        split = np.asarray(split, dtype=np.int64)
+        if split.shape != (n_new,) or split.min() < 0 or split.max() >= group.size:
+            raise UserError(f"cannot grow {producer_name!r} by splitting: give one source channel in "
+                            f"[0, {group.size}) for each of the {n_new} new channels")
+        sources = _layer_sources(wide_graph, is_old, old_width, split)
+        rng = np.random.default_rng(seed)
     for layer in wide.layers:
         old = model.get_layer(layer.name)
-        if old.weights:
-            in_keep, out_keep = keeps.get(layer.name, (None, None))
+        if not old.weights:
+            continue
+        in_keep, out_keep = keeps.get(layer.name, (None, None))
+        if split is None:
             layer.set_weights(_embed_weights(old, layer, in_keep, out_keep, scale))
+        else:
+            layer.set_weights(_split_weights(old, layer, *sources.get(layer.name, (None, None)), rng))
     return wide
+
+
+def _layer_sources(graph: ChannelGraph, is_old: np.ndarray, old_width: dict[str, int],
+                   split: np.ndarray) -> dict[str, tuple]:
+    """{layer: (input source, output source)}: for every channel position of the grown model's
+    tensors, the position in the old model's tensor it copies (None: a tensor without channel
+    map, untouched). New channel c of producer p copies channel split[c - old width] of p; in a
+    tensor that repeats a channel (Flatten), the k-th copy of a new channel copies the k-th of
+    its source."""
+    atom_of = {(p, c): a for a, (p, c) in enumerate(zip(graph.atom_producer, graph.atom_channel))}
+    source_atom = np.arange(len(is_old))
+    for a in np.flatnonzero(~is_old):
+        p, c = graph.atom_producer[a], graph.atom_channel[a]
+        source_atom[a] = atom_of[(p, int(split[c - old_width[p]]))]
+
+    def source(key):
+        m = graph.maps.get(key)
+        if m is None:
+            return None
+        kept = graph.kept_positions(key, is_old)
+        old_index = np.full(len(m), -1, dtype=np.int64)
+        old_index[kept] = np.arange(len(kept))
+        occurrences: dict[int, list[int]] = {}
+        for pos, a in enumerate(m):
+            occurrences.setdefault(int(a), []).append(pos)
+        seen: dict[int, int] = {}
+        out = old_index.copy()
+        for pos, a in enumerate(m):
+            if a >= 0 and not is_old[a]:
+                k = seen.get(int(a), 0)
+                seen[int(a)] = k + 1
+                out[pos] = old_index[occurrences[int(source_atom[a])][k]]
+        return out
+
+    sources = {}
+    for call in graph.calls:
+        if rule_of(call.layer).role is Role.INPUT or call.name in sources:
+            continue
+        sources[call.name] = (source(call.inputs[0]) if len(call.inputs) == 1 else None,
+                              source(call.outputs[0]) if len(call.outputs) == 1 else None)
+    return sources
+
+
+def _split_weights(old, new, in_source, out_source, rng) -> list[np.ndarray]:
+    """`new`'s weights as copies of `old`'s along the sources (see `grow`'s split). A weight that
+    mixes input channels into outputs (it has an input and an output axis: Dense, Conv, a
+    separable's pointwise kernel) shares each source's input rows among its copies; every other
+    channel-indexed weight (biases, BatchNorm, depthwise kernels, PReLU) is copied as is."""
+    axes = weight_axes(new)
+    out = []
+    for j, w_old in enumerate(old.get_weights()):
+        index, rows = [np.arange(d) for d in w_old.shape], None
+        for axis, tag in (axes[j] if axes is not None else {}).items():
+            axis = axis % w_old.ndim
+            if tag == OUT and out_source is not None:
+                index[axis] = out_source
+            elif tag != OUT and in_source is not None:
+                k = 1 if tag == IN else tag.repeat
+                index[axis] = (in_source[:, None] * k + np.arange(k)[None, :]).ravel()
+                rows = axis
+        w = w_old[np.ix_(*index)]
+        mixes = rows is not None and any(t == OUT for t in axes[j].values())
+        if mixes and len(index[rows]) > w_old.shape[rows]:
+            w = np.moveaxis(w, rows, 0)
+            share = rng.uniform(0.5, 1.5, size=w.shape)
+            total = np.zeros((w_old.shape[rows],) + w.shape[1:])
+            np.add.at(total, index[rows], share)
+            w = np.moveaxis(w * (share / total[index[rows]]), 0, rows)
+        if w.shape != tuple(new.weights[j].shape):
+            raise AssertionError(f"internal: splitting into {new.name} gave {w.shape}, not {tuple(new.weights[j].shape)}")
+        out.append(w.astype(w_old.dtype))
+    return out
 
 
 def _check_grown(graph: ChannelGraph, producer: str, size: int, is_old: np.ndarray) -> None:

@@ -1,129 +1,23 @@
-"""The `grow` pass: start small, grow connections and neurons while training, until good enough.
-
-    - grow: {start_width: 0.25, target_accuracy: 97, max_macs: 1.0}
-    - grow: {start_width: 0.25, start_density: 0.2, prune_to_params: 2000}     # NeST-style
-
-1. Start: every prunable channel group of the given network is shrunk to `start_width` of its
-   channels (graph/surgery.shrink) and the weights are RE-INITIALISED. Not the kept slice of the
-   given weights: that would be pruning the trained model, whose training cost nobody counts, and
-   the "same architecture trained from scratch" control would no longer be a fair comparison. The
-   given model is the teacher: it names the architecture family and the accuracy to reach.
-   With `start_density` the start is also sparse: that fraction of every Dense/Conv kernel is
-   active (random), on the masks of train/masks.py (masked weights stay zero, no moments).
-2. Train (the one training loop) until validation accuracy has not improved for `grow_patience`
-   epochs (a plateau; the best epoch's weights are kept) or the target is reached. The last
-   phase, once the cap allows no more growth, stops on `patience`, as the from-scratch control
-   does. With `keep_moments` Adam's moments and step count go on across a growth (the new
-   positions start at zero): a restarted Adam moves every converged weight by about the
-   learning rate per step.
-3. On a plateau, grow:
-   - connections (sparse start only): `connection_step` x the active count of every layer, the
-     inactive positions with the largest dense gradient (RigL's regrowth without the drop). They
-     start at zero, so the function is unchanged;
-   - neurons/channels: every prunable group gains `grow_step` x its given width
-     (graph/surgery.grow: new producer columns, zero input rows in their consumers, so the
-     function is unchanged), or the largest step below that the MAC/parameter cap allows. New
-     positions in a masked kernel are active with the layer's density.
-4. Stop when the target is reached (`target_accuracy`, else the teacher's accuracy minus
-   `accuracy_budget`), the cap is spent, or `max_epochs` are used.
-5. Optionally prune (`prune_to_params`: nonzero kernel weights): magnitude masks on a cubic
-   schedule over `prune_epochs`, every layer keeping at least one weight per output unit; with
-   `prune_regrow` every mask update also swaps that fraction (cosine-decayed) of the active
-   connections, smallest |w| out, largest dense gradient in (RigL), at the same count. Then the
-   pruned network trains on at its final masks until a plateau (`patience`; the best epoch kept).
-
-Every step is recorded: widths, connections (nonzero kernel weights), accuracy, MACs, epochs,
-and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
-"""
+"""The grow algorithm (see the package docstring): one `Grower` per run holds the network, its
+masks (sparse start), Adam's carried moments and the record of every step."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from edgesparse.errors import UserError
-from edgesparse.pipeline import LABELS, Pass, PassConfig, PlanContext, RunContext, Stage, register_pass
-from edgesparse.state import ModelState
+from edgesparse.passes.grow.callbacks import carry_moments, cosine_decay, stop_at_target
+
+if TYPE_CHECKING:
+    from edgesparse.passes.grow import GrowConfig
 
 GRADIENT_BATCH = 256        # samples in the dense-gradient batch of connection growth
+DISTILL_ALPHA = 0.5         # prune_distill: weight of the labels' cross-entropy in Hinton's loss
 PRUNE_UPDATES = 100         # mask updates of the final prune (cubic schedule): 100 measured better than 10, 30, 300
 
 
-class GrowConfig(PassConfig):
-    start_width: float = Field(0.25, description="fraction of every prunable group's channels the growth starts from, in (0, 1]")
-    start_density: Optional[float] = Field(None, description="start sparse too: fraction of kernel weights active, in (0, 1]")
-    target_accuracy: Optional[float] = Field(None, gt=0, le=100, description="stop growing at this validation accuracy (%); "
-                                                                             "default: the given model's minus accuracy_budget")
-    accuracy_budget: float = Field(1.0, ge=0, description="points below the given model's accuracy that count as good enough")
-    max_macs: float = Field(1.0, gt=0, description="growth cap: MACs as a fraction of the given architecture's")
-    max_params: Optional[float] = Field(None, gt=0, description="growth cap: (nonzero) parameters as a fraction of the given architecture's")
-    grow_step: float = Field(0.25, gt=0, le=4, description="channels added per growth, as a fraction of each group's given width")
-    connection_step: float = Field(1.0, gt=0, le=10, description="sparse start: connections grown per growth, as a fraction of the active ones")
-    patience: int = Field(3, ge=1, le=100, description="epochs without a better validation accuracy that count as a plateau")
-    grow_patience: int = Field(2, ge=1, le=100, description="the plateau that triggers a growth, in epochs; the last "
-                                                            "phase, at the cap, stops on patience")
-    keep_moments: bool = Field(True, description="carry Adam's moments and step count across a growth (new "
-                                                  "positions start at zero) instead of restarting the optimizer")
-    max_epochs: int = Field(60, ge=1, le=10_000, description="training epochs in all, the prune phase aside")
-    prune_to_params: Optional[int] = Field(None, ge=1, description="prune at the end to this many nonzero kernel weights (grow-and-prune)")
-    prune_epochs: int = Field(30, ge=1, le=1000, description="epochs of the final prune")
-    prune_regrow: float = Field(0.3, ge=0, lt=1, description="final prune: at every mask update also drop this fraction "
-                                                            "of the active connections and regrow as many by "
-                                                            "gradient (RigL; cosine-decayed to 0)")
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    seed: Optional[int] = Field(None, description="default: the build's seed")
-
-    @model_validator(mode="after")
-    def _fractions(self):
-        if not 0.0 < self.start_width <= 1.0:
-            raise ValueError(f"start_width {self.start_width:g} is outside (0, 1]; it is the fraction of the "
-                             "given channels the growth starts from, e.g. 0.25")
-        if self.start_density is not None and not 0.0 < self.start_density <= 1.0:
-            raise ValueError(f"start_density {self.start_density:g} is outside (0, 1]; it is the fraction of "
-                             "kernel weights active at the start, e.g. 0.2")
-        return self
-
-
-@register_pass
-class GrowPass(Pass):
-    """Grow a small network (connections by gradient, neurons by function-preserving widening)
-    until it reaches the target accuracy or the MAC/parameter cap."""
-
-    name = "grow"
-    Config = GrowConfig
-    needs = frozenset({LABELS})
-    changes_model = True
-    stage = Stage.TRANSFORM
-    summary = ("grow a small network while training: connections by gradient, neurons by function-preserving "
-               "widening, until the target accuracy or the MAC/parameter cap; optional final prune")
-
-    def check(self, plan: PlanContext) -> list[str]:
-        if not plan.data.labelled:
-            return ["grow trains from labels and stops on validation accuracy; give labelled --data "
-                    "(x_train/y_train, or x/y which is split)"]
-        return []
-
-    def run(self, state: ModelState, ctx: RunContext) -> ModelState:
-        c: GrowConfig = self.config
-        data = ctx.data
-        if not data.labelled or data.x_train is None or data.x_val is None:
-            raise UserError("grow needs labelled training and validation data (x_train/y_train and a "
-                            "validation split) to measure its target; give labelled --data")
-        seed = ctx.seed if c.seed is None else c.seed
-        grower = Grower(state.model, c, data, seed, teacher=state.reference or state.model,
-                        progress=ctx.progress)
-        model, facts = grower.run()
-        for w in grower.warnings:
-            state.warn(w)
-        state.model = model
-        state.record(self.name, **facts)
-        return state
-
-
-# ----------------------------------------------------------------------------- the algorithm
 
 
 def maskable(model) -> list[str]:
@@ -180,6 +74,7 @@ class Grower:
         self.trajectory: list[dict[str, Any]] = []
         self.epochs = 0
         self.mac_epochs = 0.0
+        self.teacher_mac_epochs = 0.0     # prune_distill: the teacher's forward passes, not in mac_epochs
         self.moments: dict[str, Any] | None = None       # keep_moments: Adam's state after the last phase
 
     # ---------------------------------------------------------------- the start
@@ -298,12 +193,13 @@ class Grower:
                  "final": {"accuracy": final["accuracy"], "macs": final["macs"], "params": final["params"],
                            "connections": final["connections"], "widths": final["widths"]},
                  "epochs": self.epochs, "mac_epochs": float(self.mac_epochs),
+                 "teacher_mac_epochs": float(self.teacher_mac_epochs),
                  "mac_epochs_per_given_epoch": round(self.mac_epochs / max(self.macs_given, 1), 3),
                  "trajectory": self.trajectory}
         return model, facts
 
     def _fit(self, epochs: int, masks: dict | None, validate: bool, callbacks=(), label="grow: training",
-             patience: int | None = None):
+             patience: int | None = None, loss=None):
         from edgesparse.train.callbacks import MaskUpdate
         from edgesparse.train.losses import CrossEntropy
         from edgesparse.train.masks import Masks
@@ -313,9 +209,9 @@ class Grower:
         # The masks bind to the trainer's optimizer (the sparse optimizer) and hold after every step.
         cbs = ([MaskUpdate(bound, None, net=self.net)] if bound else []) + list(callbacks)
         if self.c.keep_moments:
-            cbs.append(_carry_moments(self))
+            cbs.append(carry_moments(self))
         post = [bound.apply] if bound else []
-        result = train(self.net, (self.data.x_train, self.data.y_train), loss=CrossEntropy(), epochs=epochs,
+        result = train(self.net, (self.data.x_train, self.data.y_train), loss=loss or CrossEntropy(), epochs=epochs,
                        lr=self.c.learning_rate, batch_size=self.c.batch_size, seed=self.seed + self.epochs,
                        validation=(self.data.x_val, self.data.y_val) if validate else None,
                        patience=(patience or self.c.patience) if validate else None, callbacks=cbs, post_step=post,
@@ -329,8 +225,14 @@ class Grower:
     def train_phase(self, epochs: int) -> None:
         """Train until a plateau (`patience` epochs without a better validation accuracy), the
         target, or `epochs`; the best epoch's weights are kept."""
-        result = self._fit(epochs, self.masks, validate=True, callbacks=[_stop_at_target(self.target)],
-                           patience=self.phase_patience())
+        callbacks, patience = [stop_at_target(self.target)], self.phase_patience()
+        if self.c.cap_epochs is not None and not self.can_grow():
+            # The net grown to the cap already computes what the smaller one learnt: a short
+            # annealed fine-tune, not a plateau search that pays `patience` epochs to end.
+            epochs = patience = min(epochs, self.c.cap_epochs)
+            steps = max(1, math.ceil(len(self.data.x_train) / self.c.batch_size)) * epochs
+            callbacks.append(cosine_decay(self.c.learning_rate, steps))
+        result = self._fit(epochs, self.masks, validate=True, callbacks=callbacks, patience=patience)
         self.record("train", epochs_in_phase=result.epochs_run,
                     plateau=bool(result.stopped_early and self.accuracy() < self.target))
 
@@ -423,22 +325,28 @@ class Grower:
         from edgesparse.graph.functional import clone_with_weights
         from edgesparse.graph.surgery import grow
 
-        wide = self.net
+        wide, splits = self.net, {}
         for producer, n in adds.items():
-            wide = grow(wide, producer, n)
+            if self.c.grow_init == "split":     # Net2WiderNet: every channel copied before any twice
+                width = int(wide.get_layer(producer).output_shape[-1])
+                splits[producer] = np.concatenate([self.rng.permutation(width)
+                                                   for _ in range(-(-n // width))])[:n]
+            seed = int(self.rng.integers(2**31)) if producer in splits else 0   # zero units draw nothing
+            wide = grow(wide, producer, n, split=splits.get(producer), seed=seed)
         if self.masks is None:
             return wide, None
-        # The masks grow the same way: old inactive = 1, old active = 2, new = 0 (scale 0).
+        # The masks grow the same way: old active = +1, old inactive = -1; a new position is 0
+        # (zero-contribution units, scale 0) or its source's mark times a positive share (split).
         marks = clone_with_weights(self.net)
         for name, m in self.masks.items():
-            marks.get_layer(name).kernel.assign(1.0 + m.astype(np.float32))
+            marks.get_layer(name).kernel.assign(np.where(m, 1.0, -1.0).astype(np.float32))
         for producer, n in adds.items():
-            marks = grow(marks, producer, n, scale=0.0)
+            marks = grow(marks, producer, n, scale=0.0, split=splits.get(producer))
         masks = {}
         for name, m in self.masks.items():
             mark = marks.get_layer(name).kernel.numpy()
             fresh = (mark == 0) & (self.rng.random(mark.shape) < m.mean())
-            masks[name] = (mark == 2) | fresh
+            masks[name] = (mark > 0) | fresh
             k = wide.get_layer(name).kernel
             k.assign(k.numpy() * masks[name])
         return wide, masks
@@ -533,6 +441,16 @@ class Grower:
         every = max(1, last // PRUNE_UPDATES)
         n_updates = max(1, last // every)
         holder: dict[str, Any] = {}
+        loss, teacher_macs = CrossEntropy(), 0
+        if self.c.prune_distill is not None:
+            # The grown network, before its cut, teaches the pruned one: its soft targets carry
+            # what 2,000 weights cannot re-learn from 1,221 labels alone.
+            from edgesparse.graph.functional import clone_with_weights
+            from edgesparse.train.losses import Distillation
+
+            teacher = clone_with_weights(self.net)
+            loss = Distillation.hinton(teacher, alpha=DISTILL_ALPHA, temperature=self.c.prune_distill)
+            teacher_macs = self.macs(teacher)
 
         def step(_net, s: int) -> None:
             p = min(1.0, (s // every) / n_updates)
@@ -550,63 +468,26 @@ class Grower:
         holder["masks"] = bound
         callback = MaskUpdate(bound, step, n=every, last_step=n_updates * every, net=self.net)
 
-        result = train(self.net, (self.data.x_train, self.data.y_train), loss=CrossEntropy(),
+        result = train(self.net, (self.data.x_train, self.data.y_train), loss=loss,
                        epochs=self.c.prune_epochs, lr=self.c.learning_rate, batch_size=self.c.batch_size,
                        seed=self.seed + self.epochs, callbacks=[callback], post_step=[bound.apply],
                        progress=self.progress, label="grow: prune")
         self.masks = bound.strip()          # counted as the record's params, then dropped
         self.epochs += result.epochs_run
         self.mac_epochs += float(self.macs()) * result.epochs_run
+        self.teacher_mac_epochs += float(teacher_macs) * result.epochs_run
         self.record("prune", active=int(sum(m.sum() for m in self.masks.values())))
         # At the final masks, trained on to a plateau like every phase (the best epoch kept, the
         # pruned start included): the prune's last epoch is not necessarily its best.
         self.moments = None                  # the grow phases' moments predate the prune
-        result = self._fit(self.c.prune_epochs, self.masks, validate=True, label="grow: fine-tune")
+        epochs, callbacks, patience = self.c.prune_epochs, [], None
+        if self.c.finetune_epochs is not None:      # annealed: settles into the masks' minimum
+            epochs = self.c.finetune_epochs
+            steps = max(1, math.ceil(len(self.data.x_train) / self.c.batch_size)) * epochs
+            callbacks, patience = [cosine_decay(self.c.learning_rate, steps)], epochs
+        result = self._fit(epochs, self.masks, validate=True, label="grow: fine-tune", loss=loss,
+                           callbacks=callbacks, patience=patience)
+        self.teacher_mac_epochs += float(teacher_macs) * result.epochs_run
         self.record("fine-tune", epochs_in_phase=result.epochs_run,
                     active=int(sum(m.sum() for m in self.masks.values())))
         self.masks = None
-
-
-def _carry_moments(grower: "Grower"):
-    """Keep Adam's state across the phases of one grow run: the phase's optimizer is built
-    with the moments and step count the last phase ended with (widened on a growth), and its
-    own are saved when it ends. A restarted Adam (fresh moments, bias correction from step 1)
-    moves every converged weight by about the learning rate per step; the carried one does not."""
-    from edgesparse._tf import keras
-    from edgesparse.train.masks import optimizer_slots
-
-    def trainable(net):
-        return [((l.name, j), w) for l in net.layers for j, w in enumerate(l.weights) if w.trainable]
-
-    class CarryMoments(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            saved, optimizer, net = grower.moments, self.model.optimizer, grower.net
-            if saved is None:
-                return
-            variables = trainable(net)
-            optimizer.build([v for _, v in variables])
-            optimizer.iterations.assign(saved["iterations"])
-            for key, v in variables:
-                for slot, value in zip(optimizer_slots(optimizer, v), saved["slots"].get(key, ())):
-                    slot.assign(value)
-
-        def on_train_end(self, logs=None):
-            optimizer = self.model.optimizer
-            grower.moments = {"iterations": int(optimizer.iterations.numpy()),
-                              "slots": {key: [s.numpy() for s in optimizer_slots(optimizer, v)]
-                                        for key, v in trainable(grower.net)}}
-
-    return CarryMoments()
-
-
-def _stop_at_target(target: float):
-    from edgesparse._tf import keras
-
-    class StopAtTarget(keras.callbacks.Callback):
-        """Ends training at the first epoch whose validation accuracy reaches the target."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            if (logs or {}).get("val_accuracy", -1.0) >= target:
-                self.model.stop_training = True
-
-    return StopAtTarget()
