@@ -350,3 +350,12 @@ def test_latency_table_covers_the_space_and_is_what_trials_report(fleet, tmp_pat
     # Without a device there is nothing to measure the table on.
     assert tune(MLP, "--data", DATA, "--trials", 2, "--out", tmp_path / "x", "--latency-table") == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_report_names_every_latency_source_not_only_the_first_trials():
+    from edgesparse.search.session import latency_sources
+
+    rows = [{"latency_source": "agent http://a"}] * 3 + [{"latency_source": "agent http://b"}]
+    assert latency_sources(rows) == "agent http://a (3 trials); agent http://b (1 trials)"
+    assert latency_sources(rows[:2]) == "agent http://a"
+    assert latency_sources([]) is None

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgesparse.report import plots
 from edgesparse.report.html import STYLE, e, image, table as html_table
-from edgesparse.report.markdown import fmt, table as md_table
+from edgesparse.report.markdown import fmt, sig, table as md_table
 
 
 def _finite(obj: Any) -> Any:
@@ -34,7 +34,7 @@ def _rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     out = []
     for r in rows:
         point = r.get("params") if isinstance(r.get("params"), dict) else {}
-        out.append([r.get("number"), r.get("accuracy"), r.get("latency_ms"), r.get("bytes"),
+        out.append([r.get("number"), r.get("accuracy"), sig(r.get("latency_ms")), r.get("bytes"),
                     r.get("macs"), point.get("precision", "—"), structure(r)])
     return out
 
@@ -126,7 +126,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     if r.get("picked"):
         p = r["picked"]
         out += [f"## Picked ({r['pick_rule']}): trial {p['number']}", "",
-                f"{fmt(p['accuracy'])}% in the runtime, {fmt(p['latency_ms'], 3)} ms, {fmt(p['bytes'])} bytes, "
+                f"{fmt(p['accuracy'])}% in the runtime, {sig(p['latency_ms'])} ms, {fmt(p['bytes'])} bytes, "
                 f"{fmt(p['macs'])} MACs. Its recipe is `picked-recipe.yaml`: "
                 "`edgesparse build MODEL --target T --data D --recipe picked-recipe.yaml` reproduces it.", "",
                 md_table(["group (producer)", "channels before", "kept"],

@@ -7,6 +7,8 @@ files whose hashes differ.
 """
 from __future__ import annotations
 
+import collections
+
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -207,6 +209,18 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
             "completed_in_study": search.finished(study)}
 
 
+def latency_sources(rows: list[dict[str, Any]]) -> str | None:
+    """Where the trials' latency came from, for the report's label: one source as is; several
+    (a fleet of agents, or a study that changed device) each with its trial count, because the
+    label of the first trial alone would misname the others."""
+    counts = collections.Counter(r.get("latency_source") for r in rows if r.get("latency_source"))
+    if not counts:
+        return None
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{src} ({n} trials)" for src, n in counts.most_common())
+
+
 def result_report(base: Base, settings: search.TuneSettings, study, storage: str, name: str,
                   refined: list[dict[str, Any]], picked: dict[str, Any] | None, pick_rule: str | None,
                   seconds: float, table_check: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -219,7 +233,7 @@ def result_report(base: Base, settings: search.TuneSettings, study, storage: str
         "study": name, "storage": studies.redact(storage),
         "model": base.name, "target": base.target.name,
         "reference_accuracy": base.reference_accuracy,
-        "latency_source": rows[0]["latency_source"] if rows else None,
+        "latency_source": latency_sources(rows),
         "settings": asdict(settings),
         "space": {"groups": base.space.group_sizes, "precisions": list(base.space.precisions) or
                   [base.space.default_precision], "fingerprint": base.space.fingerprint(),
