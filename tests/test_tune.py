@@ -356,6 +356,6 @@ def test_the_report_names_every_latency_source_not_only_the_first_trials():
     from edgesparse.search.session import latency_sources
 
     rows = [{"latency_source": "agent http://a"}] * 3 + [{"latency_source": "agent http://b"}]
-    assert latency_sources(rows) == "agent http://a (3 trials); agent http://b (1 trials)"
+    assert latency_sources(rows) == "agent http://a (3 trials); agent http://b (1 trial)"
     assert latency_sources(rows[:2]) == "agent http://a"
     assert latency_sources([]) is None

@@ -218,7 +218,7 @@ def latency_sources(rows: list[dict[str, Any]]) -> str | None:
         return None
     if len(counts) == 1:
         return next(iter(counts))
-    return "; ".join(f"{src} ({n} trials)" for src, n in counts.most_common())
+    return "; ".join(f"{src} ({n} trial{'' if n == 1 else 's'})" for src, n in counts.most_common())
 
 
 def result_report(base: Base, settings: search.TuneSettings, study, storage: str, name: str,
