@@ -95,7 +95,7 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, capsys):
     assert tune(MLP, "--data", DATA, "--storage", "postgresql://me:s3cret-pw@127.0.0.1:1/db",
                 "--out", out) == 2
     err = capsys.readouterr().err
-    assert "cannot open the study storage" in err and "s3cret-pw" not in err and "***" in err
+    assert "cannot open the study storage" in err and "s3cret-pw" not in err and "postgresql://me:***@127.0.0.1:1/db" in err
     assert not out.exists()
     # Constraints nothing meets: say so and show the closest.
     assert tune(MLP, "--data", DATA, "--trials", 3, "--no-refine", "--max-bytes", 10, "--out", out) == 2

@@ -22,7 +22,9 @@ DIRECTIONS = ("maximize", "minimize", "minimize")
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
+    """The URL with any password replaced by ***, in the form the user wrote (postgresql://, not
+    the driver-qualified form handed to SQLAlchemy)."""
+    url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
     try:
         parts = urlsplit(url)
     except ValueError:
