@@ -106,12 +106,28 @@ class _Fixed:
         return self.point.get(name, choices[0])
 
 
+# TPE set up otherwise than `edgesparse tune` does (multivariate, TPE_STARTUP random trials), to see
+# what decides the comparison; each is measured at the same budget as the shipped sampler.
+VARIANTS = {"tpe-startup20": {"multivariate": True, "n_startup_trials": 20},
+            "tpe-startup5": {"multivariate": True, "n_startup_trials": 5},
+            "tpe-independent": {"multivariate": False, "n_startup_trials": search.TPE_STARTUP}}
+
+
+def make_sampler(name: str, settings):
+    if name in VARIANTS:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=settings.seed, **VARIANTS[name])
+    return search.make_sampler(settings)
+
+
 def searched(base, sampler: str, seed: int, trials: int, folder: Path) -> tuple[list[dict], float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows and its
     wall time in seconds."""
-    settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler, max_accuracy_drop=None)
+    settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
+                                   else search.SAMPLERS[0], max_accuracy_drop=None)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
-    study = studies.open_study(url, "bench", {"bench": True}, sampler=search.make_sampler(settings))
+    study = studies.open_study(url, "bench", {"bench": True}, sampler=make_sampler(sampler, settings))
     search.enqueue_baselines(study, search.baseline_points(base.space, None))
     started = time.perf_counter()
     search.work(study, base, settings, trials)
@@ -183,9 +199,18 @@ def summarise(m: dict) -> dict:
 
 
 def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
-        first_seed: int = 0, space: str = "shipped") -> dict:
+        first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None) -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
-    The JSON is rewritten after every seed."""
+    The JSON is rewritten after every seed. `reuse_random`: an earlier run's JSON (same space,
+    models, trials) whose random-search studies are taken instead of run again: random search
+    with a seed draws the same points whatever it is compared with."""
+    earlier = {}
+    if reuse_random is not None:
+        old = json.loads(Path(reuse_random).read_text())
+        if old["space"] != space or old["trials"] != trials:
+            raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
+                             f"{old['trials']} trials; reuse a run of --space {space} with {trials} trials")
+        earlier = {(n, p["seed"]): p for n, m in old["models"].items() for p in m["per_seed"]}
     results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler,
                "space": space, "models": {}}
     bases = {}
@@ -207,7 +232,10 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                 m, base = results["models"][name], bases[name]
                 load_before = load_average()
                 ours, s1 = searched(base, sampler, seed, trials, Path(tmp))
-                rand, s2 = searched(base, "random", seed, trials, Path(tmp))
+                if (name, seed) in earlier:
+                    rand, s2 = earlier[(name, seed)]["rows_random"], earlier[(name, seed)]["seconds_random"]
+                else:
+                    rand, s2 = searched(base, "random", seed, trials, Path(tmp))
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
@@ -261,6 +289,26 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+def placement(rows: list[dict], ref: tuple) -> str:
+    """Where a study spent its trials: the median MACs, and how many trials fell below the
+    hypervolume's accuracy reference (they add nothing to the (accuracy, MACs) hypervolume)."""
+    macs = sorted(r["macs"] for r in rows if r.get("macs") is not None)
+    below = sum(1 for r in rows if r.get("accuracy") is not None and r["accuracy"] <= ref[0])
+    return f"{macs[len(macs) // 2]:,} / {below}" if macs else "—"
+
+
+def placement_lines(r: dict) -> list[str]:
+    s = r["sampler"]
+    lines = [f"| model | seed | median MACs of the trials / trials below the accuracy reference: {s} | random |",
+             "|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for p in m["per_seed"]:
+            if "rows_ours" in p:
+                lines.append(f"| {name} | {p['seed']} | {placement(p['rows_ours'], m['ref'])} | "
+                             f"{placement(p['rows_random'], m['ref'])} |")
+    return lines
+
+
 def _counts(c: dict | None) -> str:
     return "—" if not c else ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
 
@@ -272,15 +320,23 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="cnn,residual")
     ap.add_argument("--sweep", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
     ap.add_argument("--first-seed", type=int, default=0, help="continue a run cut short at this seed")
-    ap.add_argument("--sampler", default=search.SAMPLERS[0], choices=search.SAMPLERS,
+    ap.add_argument("--sampler", default=search.SAMPLERS[0], choices=(*search.SAMPLERS, *VARIANTS),
                     help="the sampler compared with random search (default: edgesparse tune's)")
     ap.add_argument("--space", default="shipped", choices=("shipped", "int8"),
                     help="shipped: keep fractions and precision; int8: precision fixed at int8")
+    ap.add_argument("--reuse-random", type=Path, default=None,
+                    help="an earlier tune_front-SPACE.json whose random-search studies are reused")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="print the tables of an earlier tune_front-SPACE.json (and where each study's trials went); run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
+    if a.render is not None:
+        done = json.loads(a.render.read_text())
+        print(render(done) + "\n\n" + "\n".join(placement_lines(done)))
+        return 0
     a.out.mkdir(parents=True, exist_ok=True)
     r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler,
-            a.first_seed, a.space)
+            a.first_seed, a.space, a.reuse_random)
     print(render(r))
     return 0
 

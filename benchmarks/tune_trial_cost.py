@@ -64,9 +64,11 @@ def trial(base, point: dict, samples: int) -> tuple[dict, float]:
 
     o = overrides(base, point)
     o["prune"] = {**o["prune"], "calibration_samples": samples}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     attempt = run_plan(base.plans["proxy"], overrides=o)
-    return {"accuracy": attempt.accuracy, "macs": attempt.macs}, time.perf_counter() - started
+    # CPU seconds beside the wall: on a shared machine the wall mostly says how loaded it was.
+    return ({"accuracy": attempt.accuracy, "macs": attempt.macs, "cpu_seconds": round(time.process_time() - cpu, 3)},
+            time.perf_counter() - started)
 
 
 def profile_parts(base, point: dict, samples: int) -> dict[str, float]:
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default="512,256,128,64")
     ap.add_argument("--random", type=int, default=4, help="seeded random points besides the uniform ones")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--label", default="run", help="names the JSON (e.g. before / after a change)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -100,23 +103,25 @@ def main(argv=None) -> int:
     if a.profile:
         result["profile"] = profile_parts(base, pts[2], counts[0])
         print(json.dumps(result["profile"], indent=1), file=sys.stderr, flush=True)
-    for n in counts:
-        rows = []
-        for p in pts:
+    # Interleaved: every point is built at every count before the next point, the order of the
+    # counts rotating, so a change of the shared machine's load falls on all counts alike.
+    result["runs"] = {n: [] for n in counts}
+    for i, p in enumerate(pts):
+        for n in counts[i % len(counts):] + counts[:i % len(counts)]:
             r, s = trial(base, p, n)
-            rows.append({**r, "seconds": round(s, 2)})
-        result["runs"][n] = rows
-        secs = sorted(r["seconds"] for r in rows)
-        print(f"{a.model} samples {n}: median {secs[len(secs) // 2]:.2f} s per trial; load {load_average()}",
-              file=sys.stderr, flush=True)
+            result["runs"][n].append({**r, "seconds": round(s, 2)})
+        print(f"{a.model} point {i + 1}/{len(pts)}; load {load_average()}", file=sys.stderr, flush=True)
     result["load_end"] = load_average()
-    (a.out / f"trial_cost-{a.model}.json").write_text(json.dumps(result, indent=1, default=str))
+    (a.out / f"trial_cost-{a.model}-{a.label}.json").write_text(json.dumps(result, indent=1, default=str))
     print(render(result))
     return 0
 
 
 def render(r: dict) -> str:
-    lines = machine_lines(r["machine"]) + [f"- load average at the end: {r['load_end']}", ""]
+    import edgesparse
+
+    lines = machine_lines(r["machine"]) + [f"- load average at the end: {r['load_end']}",
+                                           f"- code: {Path(edgesparse.__file__).parent}", ""]
     if "profile" in r:
         lines += ["| part of one proxy trial (cProfile, cumulative s) | s |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in r["profile"].items()] + [""]
@@ -124,14 +129,16 @@ def render(r: dict) -> str:
     first = next(iter(runs.values()))
     macs = [p["macs"] for p in first]
     ref = (min(p["accuracy"] for rows in runs.values() for p in rows) - 1.0, max(macs) * 1.0001)
-    lines += [f"| calibration samples | median s per trial | accuracy change vs {next(iter(runs))} (mean / worst, points) | "
-              "points changed | HV (acc, MACs) of the points |", "|---|---|---|---|---|"]
+    lines += [f"| calibration samples | median s per trial (wall) | median CPU s per trial | accuracy change vs "
+              f"{next(iter(runs))} (mean / worst, points) | points changed | HV (acc, MACs) of the points |",
+              "|---|---|---|---|---|---|"]
     for n, rows in runs.items():
         secs = sorted(p["seconds"] for p in rows)
+        cpu = sorted(p["cpu_seconds"] for p in rows)
         diffs = [p["accuracy"] - q["accuracy"] for p, q in zip(rows, first)]
         hv = search.hypervolume(rows, ref)
-        lines.append(f"| {n} | {secs[len(secs) // 2]:.2f} | {sum(diffs) / len(diffs):+.3f} / {min(diffs):+.3f} | "
-                     f"{sum(abs(d) > 1e-9 for d in diffs)} of {len(diffs)} | {hv:.4g} |")
+        lines.append(f"| {n} | {secs[len(secs) // 2]:.2f} | {cpu[len(cpu) // 2]:.2f} | {sum(diffs) / len(diffs):+.3f} / "
+                     f"{min(diffs):+.3f} | {sum(abs(d) > 1e-9 for d in diffs)} of {len(diffs)} | {hv:.4g} |")
     return "\n".join(lines)
 
 
