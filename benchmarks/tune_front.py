@@ -17,7 +17,13 @@ gained, points) and the fewest MACs a searched point needs for >= its accuracy (
 the hypervolume of (accuracy, MACs) per seed for the sampler and random (and in how many seeds
 it wins); seconds per proxy trial and wall time of one study.
 
-    python benchmarks/tune_front.py [--trials 60] [--seeds 5] [--models cnn,residual] [--out DIR]
+    python benchmarks/tune_front.py [--trials 60] [--seeds 5] [--models cnn,residual] [--space shipped|int8] [--out DIR]
+
+`--space shipped` is the space `edgesparse tune` searches on rpi4 (a keep fraction per group and
+the precision, int8 or fp32); `--space int8` fixes the precision at int8 (the rpi4 default), so the
+space holds the keep fractions only and latency and bytes move with MACs. Both samplers search the
+same space and the same objectives (accuracy, latency, bytes); the hypervolume is reported in those
+three AND in (accuracy, MACs).
 
 Models: `cnn` is sample_models/digits_cnn.keras; `residual` is a small residual CNN trained here on
 the same digits data (seeded, 20 epochs).
@@ -68,6 +74,16 @@ def residual_model(path: Path) -> Path:
     return path
 
 
+def restrict(base, space_name: str):
+    """The base with the space the comparison searches: as shipped, or precision fixed at int8."""
+    import dataclasses
+
+    if space_name == "int8":
+        knobs = tuple(k for k in base.space.knobs if k.name != "precision")
+        base.space = dataclasses.replace(base.space, knobs=knobs, default_precision="int8")
+    return base
+
+
 def sweep(base, keeps: list[float]) -> list[dict]:
     rows = []
     for k in keeps:
@@ -90,16 +106,40 @@ class _Fixed:
         return self.point.get(name, choices[0])
 
 
+# TPE set up otherwise than `edgesparse tune` does (multivariate, TPE_STARTUP random trials), to see
+# what decides the comparison; each is measured at the same budget as the shipped sampler.
+VARIANTS = {"tpe-startup20": {"multivariate": True, "n_startup_trials": 20},
+            "tpe-startup5": {"multivariate": True, "n_startup_trials": 5},
+            "tpe-independent": {"multivariate": False, "n_startup_trials": search.TPE_STARTUP}}
+
+
+def make_sampler(name: str, settings):
+    if name in VARIANTS:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=settings.seed, **VARIANTS[name])
+    return search.make_sampler(settings)
+
+
 def searched(base, sampler: str, seed: int, trials: int, folder: Path) -> tuple[list[dict], float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows and its
     wall time in seconds."""
-    settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler, max_accuracy_drop=None)
+    settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
+                                   else search.SAMPLERS[0], max_accuracy_drop=None)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
-    study = studies.open_study(url, "bench", {"bench": True}, sampler=search.make_sampler(settings))
+    study = studies.open_study(url, "bench", {"bench": True}, sampler=make_sampler(sampler, settings))
     search.enqueue_baselines(study, search.baseline_points(base.space, None))
     started = time.perf_counter()
     search.work(study, base, settings, trials)
     return search.trial_rows(study), time.perf_counter() - started
+
+
+def precision_counts(rows: list[dict], base) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        p = base.space.precision_of(r.get("params", {}))
+        out[p] = out.get(p, 0) + 1
+    return out
 
 
 def dominance(uniform: list[dict], found: list[dict]) -> list[dict]:
@@ -159,15 +199,25 @@ def summarise(m: dict) -> dict:
 
 
 def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
-        first_seed: int = 0) -> dict:
+        first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None) -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
-    The JSON is rewritten after every seed."""
-    results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler, "models": {}}
+    The JSON is rewritten after every seed. `reuse_random`: an earlier run's JSON (same space,
+    models, trials) whose random-search studies are taken instead of run again: random search
+    with a seed draws the same points whatever it is compared with."""
+    earlier = {}
+    if reuse_random is not None:
+        old = json.loads(Path(reuse_random).read_text())
+        if old["space"] != space or old["trials"] != trials:
+            raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
+                             f"{old['trials']} trials; reuse a run of --space {space} with {trials} trials")
+        earlier = {(n, p["seed"]): p for n, m in old["models"].items() for p in m["per_seed"]}
+    results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler,
+               "space": space, "models": {}}
     bases = {}
     for name in models:
         path = ROOT / "sample_models" / "digits_cnn.keras" if name == "cnn" else residual_model(out / "digits_residual.keras")
         started = time.perf_counter()
-        bases[name] = prepare(path, "rpi4", SAMPLE_DATA, agents=[], token_file=None, local=False)
+        bases[name] = restrict(prepare(path, "rpi4", SAMPLE_DATA, agents=[], token_file=None, local=False), space)
         prepared = time.perf_counter() - started
         uni = sweep(bases[name], keeps)
         results["models"][name] = {"trials": trials, "groups": bases[name].space.group_sizes,
@@ -180,14 +230,22 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
         for seed in range(first_seed, first_seed + seeds):
             for name in models:
                 m, base = results["models"][name], bases[name]
+                load_before = load_average()
                 ours, s1 = searched(base, sampler, seed, trials, Path(tmp))
-                rand, s2 = searched(base, "random", seed, trials, Path(tmp))
+                if (name, seed) in earlier:
+                    rand, s2 = earlier[(name, seed)]["rows_random"], earlier[(name, seed)]["seconds_random"]
+                else:
+                    rand, s2 = searched(base, "random", seed, trials, Path(tmp))
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
                                       "hv3_ours": hypervolume3(ours, tuple(m["ref3"])),
                                       "hv3_random": hypervolume3(rand, tuple(m["ref3"])),
                                       "seconds_ours": round(s1, 1), "seconds_random": round(s2, 1),
+                                      "load_before": load_before, "load_after": load_average(),
+                                      "precisions_ours": precision_counts(ours, base),
+                                      "precisions_random": precision_counts(rand, base),
+                                      "rows_ours": ours, "rows_random": rand,
                                       "dominance": dominance(m["uniform"], ours),
                                       "front_ours": [{k: r[k] for k in ("accuracy", "macs", "widths")}
                                                      for r in search.pareto(ours)]})
@@ -196,14 +254,14 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                 print(f"{name} seed {seed}: hv {sampler} {p['hv_ours']:.4g} random {p['hv_random']:.4g}; "
                       f"{s1:.0f} s / {s2:.0f} s for {trials} trials; load {load_average()}",
                       file=sys.stderr, flush=True)
-            (out / "tune_front.json").write_text(json.dumps(results, indent=2, default=str))
-            (out / "tune_front.md").write_text(render(results))
+            (out / f"tune_front-{space}.json").write_text(json.dumps(results, indent=2, default=str))
+            (out / f"tune_front-{space}.md").write_text(render(results))
     return results
 
 
 def render(r: dict) -> str:
     s = r["sampler"]
-    lines = [f"# edgesparse tune: searched front ({s}) vs uniform ratios, {s} vs random", ""]
+    lines = [f"# edgesparse tune: searched front ({s}) vs uniform ratios, {s} vs random; space: {r.get('space', 'shipped')}", ""]
     lines += machine_lines(r["machine"]) + ["", f"{r['trials']} proxy trials per run, {r['seeds']} seeds asked.", ""]
     for name, m in r["models"].items():
         if "wins" not in m:
@@ -220,13 +278,39 @@ def render(r: dict) -> str:
         for d in m["dominance"]:
             lines.append(f"| {d['keep']} | {d['macs']:,} | {d['accuracy']:.2f} | {_cell(d['gain_median'])} / "
                          f"{_cell(d['gain_min'])} | {_cell(d['saved_median'], '%')} / {_cell(d['saved_min'], '%')} |")
-        lines += ["", f"| seed | HV (acc, MACs) {s} | random | {s} wins | HV (acc, latency, bytes) {s} | random | {s} wins | wall s ({s} / random) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"| seed | HV (acc, MACs) {s} | random | {s} wins | HV (acc, latency, bytes) {s} | random | {s} wins | "
+                  f"wall s ({s} / random) | load before -> after | precisions {s} / random |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {p['seed']} | {p['hv_ours']:.4g} | {p['hv_random']:.4g} | {'yes' if p['hv_ours'] > p['hv_random'] else 'no'} | "
                   f"{p['hv3_ours']:.4g} | {p['hv3_random']:.4g} | {'yes' if p['hv3_ours'] > p['hv3_random'] else 'no'} | "
-                  f"{p['seconds_ours']} / {p['seconds_random']} |" for p in m["per_seed"]]
+                  f"{p['seconds_ours']} / {p['seconds_random']} | {p.get('load_before')} -> {p.get('load_after')} | "
+                  f"{_counts(p.get('precisions_ours'))} / {_counts(p.get('precisions_random'))} |" for p in m["per_seed"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def placement(rows: list[dict], ref: tuple) -> str:
+    """Where a study spent its trials: the median MACs, and how many trials fell below the
+    hypervolume's accuracy reference (they add nothing to the (accuracy, MACs) hypervolume)."""
+    macs = sorted(r["macs"] for r in rows if r.get("macs") is not None)
+    below = sum(1 for r in rows if r.get("accuracy") is not None and r["accuracy"] <= ref[0])
+    return f"{macs[len(macs) // 2]:,} / {below}" if macs else "—"
+
+
+def placement_lines(r: dict) -> list[str]:
+    s = r["sampler"]
+    lines = [f"| model | seed | median MACs of the trials / trials below the accuracy reference: {s} | random |",
+             "|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for p in m["per_seed"]:
+            if "rows_ours" in p:
+                lines.append(f"| {name} | {p['seed']} | {placement(p['rows_ours'], m['ref'])} | "
+                             f"{placement(p['rows_random'], m['ref'])} |")
+    return lines
+
+
+def _counts(c: dict | None) -> str:
+    return "—" if not c else ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
 
 
 def main(argv=None) -> int:
@@ -236,12 +320,23 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="cnn,residual")
     ap.add_argument("--sweep", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
     ap.add_argument("--first-seed", type=int, default=0, help="continue a run cut short at this seed")
-    ap.add_argument("--sampler", default=search.SAMPLERS[0], choices=search.SAMPLERS,
+    ap.add_argument("--sampler", default=search.SAMPLERS[0], choices=(*search.SAMPLERS, *VARIANTS),
                     help="the sampler compared with random search (default: edgesparse tune's)")
+    ap.add_argument("--space", default="shipped", choices=("shipped", "int8"),
+                    help="shipped: keep fractions and precision; int8: precision fixed at int8")
+    ap.add_argument("--reuse-random", type=Path, default=None,
+                    help="an earlier tune_front-SPACE.json whose random-search studies are reused")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="print the tables of an earlier tune_front-SPACE.json (and where each study's trials went); run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
+    if a.render is not None:
+        done = json.loads(a.render.read_text())
+        print(render(done) + "\n\n" + "\n".join(placement_lines(done)))
+        return 0
     a.out.mkdir(parents=True, exist_ok=True)
-    r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler, a.first_seed)
+    r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler,
+            a.first_seed, a.space, a.reuse_random)
     print(render(r))
     return 0
 

@@ -93,6 +93,7 @@ class BuildPlan:
     started: float                  # perf_counter at planning: the report's build time
     model: Any                      # the loaded model; the first run uses it as it is
     pristine: Any                   # a copy taken before any pass trained in place
+    baseline: dict[str, Any] | None = None   # the import record's metrics, once a run measured them
 
     def fresh_model(self):
         """The model a run starts from: the loaded one first, then copies of the pristine one."""
@@ -191,17 +192,23 @@ def run_plan(plan: BuildPlan, strength: float = 1.0, overrides: Overrides | None
     # Every run starts from the recipe's seed: training passes (prune fine-tune, distill, qat,
     # dropout) are then repeatable, and back-off attempts differ only in strength.
     keras.utils.set_random_seed(plan.recipe.spec.seed)
-    state = ModelState(model=plan.fresh_model(), name=plan.name, source=plan.source)
+    # The pristine copy is the run's reference (the model as imported, which passes never mutate):
+    # the import pass then has no copy of its own to make, one clone fewer per run.
+    state = ModelState(model=plan.fresh_model(), name=plan.name, source=plan.source, reference=plan.pristine)
     for w in plan.warnings:
         state.warn(w)
     ctx = RunContext(target=plan.target, data=plan.data, workdir=folder, seed=plan.recipe.spec.seed,
                      progress=plan.progress)
-    records = RecordsInstrument(keras_metrics, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}")
+    # Every run starts from the same weights, so the imported model's metrics are measured once.
+    records = RecordsInstrument(keras_metrics, step=None if strength >= 1.0 else f"back-off strength {strength:.3g}",
+                                baseline=plan.baseline)
     from edgesparse.frontends.keras import unsafe_loading
 
     with unsafe_loading(plan.options.unsafe_load):      # a distill teacher loads during the run
         state = pipeline.run(state, ctx, [ProgressInstrument(plan.progress, len(pipeline.passes)),
                                           *plan.instruments, records])
+    if plan.baseline is None and records.records and records.records[0].name == "import":
+        plan.baseline = dict(records.records[0].metrics)
     return judge(strength, folder, state, records.records, plan.target, plan.budget)
 
 

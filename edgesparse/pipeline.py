@@ -224,9 +224,12 @@ class RecordsInstrument(Instrument):
     model, the metrics `measure` gives (params, MACs and, with labels, Keras accuracy)."""
 
     def __init__(self, measure: Callable[[ModelState, RunContext], dict[str, Any]] | None = None,
-                 step: str | None = None):
+                 step: str | None = None, baseline: dict[str, Any] | None = None):
         self.measure = measure
         self.step = step
+        # The import record's metrics when the caller already measured this very model (a plan run
+        # again and again starts from the same weights): measuring them again only costs time.
+        self.baseline = baseline
         self.records: list[PassRecord] = []
         self._started = 0.0
 
@@ -236,7 +239,9 @@ class RecordsInstrument(Instrument):
     def after_pass(self, p: Pass, state: ModelState, ctx: RunContext) -> None:
         record = PassRecord(name=p.name, config=p.config.model_dump(mode="json"), step=self.step,
                             seconds=round(time.perf_counter() - self._started, 3))
-        if self.measure is not None and (p.changes_model or p.stage == Stage.IMPORT):
+        if p.stage == Stage.IMPORT and self.baseline is not None:
+            record.metrics.update(self.baseline)
+        elif self.measure is not None and (p.changes_model or p.stage == Stage.IMPORT):
             record.metrics.update(self.measure(state, ctx))
         self.records.append(record)
 

@@ -159,6 +159,31 @@ def test_plan_then_run_with_per_layer_overrides(tmp_path):
         assert attempt.macs <= 0.6 * attempt.records[0].metrics["macs"]
 
 
+def test_a_plan_run_again_reuses_the_pristine_copy_and_the_import_metrics(tmp_path):
+    """A search runs one plan many times: the pristine copy is every run's reference (no clone in
+    import), the imported model is measured once, and neither changes what a run measures: a
+    fine-tuning run leaves the pristine weights as they were, and the second run's import record
+    and artifact accuracy are those of the first."""
+    from edgesparse.build_api import plan_build, run_plan
+    from edgesparse.train.metrics import accuracy
+
+    recipe = tmp_path / "prune.yaml"
+    recipe.write_text("passes:\n  - pass: prune\n    ratio: 0.5\n    finetune_epochs: 1\n"
+                      "  - pass: quantize\n  - pass: export\n    formats: [tflite]\n  - pass: verify\n")
+    plan = plan_build(CNN, data=DATA, recipe=recipe, out=tmp_path / "o")
+    before = [w.copy() for w in plan.pristine.get_weights()]
+    first = run_plan(plan, folder=tmp_path / "a")
+    assert first.state.reference is plan.pristine
+    assert plan.baseline == first.records[0].metrics
+    assert first.records[0].metrics["accuracy"] == round(accuracy(plan.pristine, plan.data.x_val, plan.data.y_val), 3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, plan.pristine.get_weights()))
+    second = run_plan(plan, folder=tmp_path / "b")
+    assert second.state.reference is plan.pristine and second.state.model is not plan.pristine
+    assert second.records[0].metrics == first.records[0].metrics
+    assert (second.accuracy, second.macs, second.bytes) == (first.accuracy, first.macs, first.bytes)
+    assert second.records[1].metrics["accuracy"] == first.records[1].metrics["accuracy"]
+
+
 def test_no_data_warns_and_claims_no_accuracy(tmp_path):
     import edgesparse
 
