@@ -217,7 +217,10 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
     for name in models:
         path = ROOT / "sample_models" / "digits_cnn.keras" if name == "cnn" else residual_model(out / "digits_residual.keras")
         started = time.perf_counter()
-        bases[name] = restrict(prepare(path, "rpi4", SAMPLE_DATA, agents=[], token_file=None, local=False), space)
+        # The space these tables were measured in: keep fractions (+ precision). tune's depth knobs
+        # (on by default since stop 18) are compared separately in benchmarks/tune_knobs.py.
+        bases[name] = restrict(prepare(path, "rpi4", SAMPLE_DATA, agents=[], token_file=None, local=False,
+                                       knobs=("keep", "precision")), space)
         prepared = time.perf_counter() - started
         uni = sweep(bases[name], keeps)
         results["models"][name] = {"trials": trials, "groups": bases[name].space.group_sizes,
