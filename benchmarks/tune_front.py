@@ -121,11 +121,12 @@ def make_sampler(name: str, settings):
     return search.make_sampler(settings)
 
 
-def searched(base, sampler: str, seed: int, trials: int, folder: Path) -> tuple[list[dict], float]:
+def searched(base, sampler: str, seed: int, trials: int, folder: Path,
+             max_accuracy_drop: float | None = None) -> tuple[list[dict], float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows and its
     wall time in seconds."""
     settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
-                                   else search.SAMPLERS[0], max_accuracy_drop=None)
+                                   else search.SAMPLERS[0], max_accuracy_drop=max_accuracy_drop)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
     study = studies.open_study(url, "bench", {"bench": True}, sampler=make_sampler(sampler, settings))
     search.enqueue_baselines(study, search.baseline_points(base.space, None))
@@ -199,7 +200,8 @@ def summarise(m: dict) -> dict:
 
 
 def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
-        first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None) -> dict:
+        first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None,
+        max_accuracy_drop: float | None = None) -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
     The JSON is rewritten after every seed. `reuse_random`: an earlier run's JSON (same space,
     models, trials) whose random-search studies are taken instead of run again: random search
@@ -212,7 +214,7 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                              f"{old['trials']} trials; reuse a run of --space {space} with {trials} trials")
         earlier = {(n, p["seed"]): p for n, m in old["models"].items() for p in m["per_seed"]}
     results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler,
-               "space": space, "models": {}}
+               "space": space, "max_accuracy_drop": max_accuracy_drop, "models": {}}
     bases = {}
     for name in models:
         path = ROOT / "sample_models" / "digits_cnn.keras" if name == "cnn" else residual_model(out / "digits_residual.keras")
@@ -234,11 +236,11 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
             for name in models:
                 m, base = results["models"][name], bases[name]
                 load_before = load_average()
-                ours, s1 = searched(base, sampler, seed, trials, Path(tmp))
+                ours, s1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop)
                 if (name, seed) in earlier:
                     rand, s2 = earlier[(name, seed)]["rows_random"], earlier[(name, seed)]["seconds_random"]
                 else:
-                    rand, s2 = searched(base, "random", seed, trials, Path(tmp))
+                    rand, s2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop)
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
@@ -331,6 +333,9 @@ def main(argv=None) -> int:
                     help="an earlier tune_front-SPACE.json whose random-search studies are reused")
     ap.add_argument("--render", type=Path, default=None,
                     help="print the tables of an earlier tune_front-SPACE.json (and where each study's trials went); run nothing")
+    ap.add_argument("--max-accuracy-drop", type=float, default=None,
+                    help="give both samplers edgesparse tune's accuracy constraint (tune's default: 1 point); "
+                         "default: none, as the tables were first measured")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
     if a.render is not None:
@@ -339,7 +344,7 @@ def main(argv=None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler,
-            a.first_seed, a.space, a.reuse_random)
+            a.first_seed, a.space, a.reuse_random, a.max_accuracy_drop)
     print(render(r))
     return 0
 
