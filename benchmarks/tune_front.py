@@ -121,18 +121,65 @@ def make_sampler(name: str, settings):
     return search.make_sampler(settings)
 
 
+def timed(sampler):
+    """The sampler, with the seconds it spends choosing points added up in `.seconds` (GP fits
+    its models on every ask: that is the cost the 5-minute line has to absorb)."""
+    import optuna
+
+    class Timed(optuna.samplers.BaseSampler):
+        seconds = 0.0
+        inner = sampler
+
+        def _time(self, fn, *args):
+            started = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                Timed.seconds += time.perf_counter() - started
+
+        def infer_relative_search_space(self, study, trial):
+            return self._time(sampler.infer_relative_search_space, study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._time(sampler.sample_relative, study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution):
+            return self._time(sampler.sample_independent, study, trial, name, distribution)
+
+        def before_trial(self, study, trial):
+            return self._time(sampler.before_trial, study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            return self._time(sampler.after_trial, study, trial, state, values)
+
+        def reseed_rng(self):
+            sampler.reseed_rng()
+
+    return Timed()
+
+
 def searched(base, sampler: str, seed: int, trials: int, folder: Path,
-             max_accuracy_drop: float | None = None) -> tuple[list[dict], float]:
-    """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows and its
-    wall time in seconds."""
+             max_accuracy_drop: float | None = None) -> tuple[list[dict], float, float]:
+    """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows, its
+    wall time in seconds and the seconds its sampler spent."""
     settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
                                    else search.SAMPLERS[0], max_accuracy_drop=max_accuracy_drop)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
-    study = studies.open_study(url, "bench", {"bench": True}, sampler=make_sampler(sampler, settings))
+    chooser = timed(make_sampler(sampler, settings))
+    if type(chooser.inner).__name__ != _SAMPLER_CLASS.get(sampler, "TPESampler"):
+        raise SystemExit(f"--sampler {sampler}: built a {type(chooser.inner).__name__}")
+    study = studies.open_study(url, "bench", {"bench": True}, sampler=chooser)
     search.enqueue_baselines(study, search.baseline_points(base.space, None))
     started = time.perf_counter()
     search.work(study, base, settings, trials)
-    return search.trial_rows(study), time.perf_counter() - started
+    return search.trial_rows(study), time.perf_counter() - started, chooser.seconds
+
+
+_SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler"}
+
+
+def infeasible(rows: list[dict]) -> int:
+    return sum(1 for r in rows if not r.get("feasible", True))
 
 
 def precision_counts(rows: list[dict], base) -> dict[str, int]:
@@ -236,17 +283,21 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
             for name in models:
                 m, base = results["models"][name], bases[name]
                 load_before = load_average()
-                ours, s1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop)
+                ours, s1, ask1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop)
                 if (name, seed) in earlier:
-                    rand, s2 = earlier[(name, seed)]["rows_random"], earlier[(name, seed)]["seconds_random"]
+                    e = earlier[(name, seed)]
+                    rand, s2, ask2 = e["rows_random"], e["seconds_random"], e.get("ask_s_random")
                 else:
-                    rand, s2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop)
+                    rand, s2, ask2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop)
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
                                       "hv3_ours": hypervolume3(ours, tuple(m["ref3"])),
                                       "hv3_random": hypervolume3(rand, tuple(m["ref3"])),
                                       "seconds_ours": round(s1, 1), "seconds_random": round(s2, 1),
+                                      "ask_s_ours": round(ask1, 2), "ask_s_random": None if ask2 is None else round(ask2, 2),
+                                      "reused_random": (name, seed) in earlier,
+                                      "infeasible_ours": infeasible(ours), "infeasible_random": infeasible(rand),
                                       "load_before": load_before, "load_after": load_average(),
                                       "precisions_ours": precision_counts(ours, base),
                                       "precisions_random": precision_counts(rand, base),
@@ -283,15 +334,39 @@ def render(r: dict) -> str:
         for d in m["dominance"]:
             lines.append(f"| {d['keep']} | {d['macs']:,} | {d['accuracy']:.2f} | {_cell(d['gain_median'])} / "
                          f"{_cell(d['gain_min'])} | {_cell(d['saved_median'], '%')} / {_cell(d['saved_min'], '%')} |")
+        lines += ["", f"With the accuracy constraint, what `edgesparse tune` reports is the feasible trials' front: the "
+                  f"hypervolume of the feasible trials only ({s} / random, {s} wins):", "",
+                  "| seed | HV feasible (acc, MACs) | wins | HV feasible (acc, latency, bytes) | wins |", "|---|---|---|---|---|"]
+        for p in m["per_seed"]:
+            f = feasible_hypervolumes(p, m)
+            lines.append(f"| {p['seed']} | {f[0]:.4g} / {f[1]:.4g} | {'yes' if f[0] > f[1] else 'no'} | "
+                         f"{f[2]:.4g} / {f[3]:.4g} | {'yes' if f[2] > f[3] else 'no'} |")
+        wins_f = [feasible_hypervolumes(p, m) for p in m["per_seed"]]
+        lines += ["", f"Feasible-only: {s} wins {sum(f[0] > f[1] for f in wins_f)} of {len(wins_f)} in (accuracy, MACs), "
+                  f"{sum(f[2] > f[3] for f in wins_f)} of {len(wins_f)} in (accuracy, latency, bytes)."]
         lines += ["", f"| seed | HV (acc, MACs) {s} | random | {s} wins | HV (acc, latency, bytes) {s} | random | {s} wins | "
-                  f"wall s ({s} / random) | load before -> after | precisions {s} / random |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"wall s ({s} / random) | sampler s per trial ({s} / random) | infeasible trials ({s} / random) | "
+                  f"load before -> after | precisions {s} / random |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {p['seed']} | {p['hv_ours']:.4g} | {p['hv_random']:.4g} | {'yes' if p['hv_ours'] > p['hv_random'] else 'no'} | "
                   f"{p['hv3_ours']:.4g} | {p['hv3_random']:.4g} | {'yes' if p['hv3_ours'] > p['hv3_random'] else 'no'} | "
-                  f"{p['seconds_ours']} / {p['seconds_random']} | {p.get('load_before')} -> {p.get('load_after')} | "
+                  f"{p['seconds_ours']} / {p['seconds_random']}{' (reused)' if p.get('reused_random') else ''} | "
+                  f"{_per_trial(p.get('ask_s_ours'), r['trials'])} / {_per_trial(p.get('ask_s_random'), r['trials'])} | "
+                  f"{_cell(p.get('infeasible_ours', infeasible(p.get('rows_ours', []))))} / "
+                  f"{_cell(p.get('infeasible_random', infeasible(p.get('rows_random', []))))} | "
+                  f"{p.get('load_before')} -> {p.get('load_after')} | "
                   f"{_counts(p.get('precisions_ours'))} / {_counts(p.get('precisions_random'))} |" for p in m["per_seed"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def feasible_hypervolumes(p: dict, m: dict) -> tuple[float, float, float, float]:
+    """(acc, MACs) ours, random, then (acc, latency, bytes) ours, random, over the feasible trials."""
+    ours = [r for r in p.get("rows_ours", []) if r.get("feasible", True)]
+    rand = [r for r in p.get("rows_random", []) if r.get("feasible", True)]
+    ref, ref3 = tuple(m["ref"]), tuple(m["ref3"])
+    return (search.hypervolume(ours, ref), search.hypervolume(rand, ref),
+            hypervolume3(ours, ref3), hypervolume3(rand, ref3))
 
 
 def placement(rows: list[dict], ref: tuple) -> str:
@@ -312,6 +387,10 @@ def placement_lines(r: dict) -> list[str]:
                 lines.append(f"| {name} | {p['seed']} | {placement(p['rows_ours'], m['ref'])} | "
                              f"{placement(p['rows_random'], m['ref'])} |")
     return lines
+
+
+def _per_trial(seconds: float | None, trials: int) -> str:
+    return "—" if seconds is None else f"{seconds / trials:.3f}"
 
 
 def _counts(c: dict | None) -> str:

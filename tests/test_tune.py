@@ -134,7 +134,7 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe"])
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe", "gp"])
 def test_workers_draw_their_own_points_but_the_coordinator_stays_seeded(sampler):
     """Two workers with the study's seed ran each other's points (8 of 24, docs/benchmarks.md)."""
     from edgesparse.search.tune import TuneSettings, make_sampler
@@ -359,3 +359,41 @@ def test_the_report_names_every_latency_source_not_only_the_first_trials():
     assert latency_sources(rows) == "agent http://a (3 trials); agent http://b (1 trial)"
     assert latency_sources(rows[:2]) == "agent http://a"
     assert latency_sources([]) is None
+
+
+def test_gp_sampler_models_a_constrained_study_of_widths_precision_and_depth(tmp_path):
+    """`--sampler gp` end to end: after GP_STARTUP trials the Gaussian process (not its random
+    start-up, not TPE) chooses every knob, the categorical precision and depth ones included, and
+    reads the accuracy constraint each trial sets."""
+    pytest.importorskip("torch")
+    from edgesparse.search.tune import GP_STARTUP
+
+    model = residual_digits(tmp_path / "res.keras")
+    out, trials = tmp_path / "gp", GP_STARTUP + 3
+    assert tune(model, "--data", DATA, "--sampler", "gp", "--trials", trials, "--max-accuracy-drop", 2,
+                "--no-refine", "--out", out, "--seed", 0) == 0
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path / 'gp.study.db'}")[0],
+                              storage=f"sqlite:///{tmp_path / 'gp.study.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == trials
+    assert all("max_accuracy_drop" in t.constraints for t in done)
+    # GPSampler stores what its model chose; TPE and random store nothing under this key.
+    modelled = [t for t in done if any(k.startswith("gp:relative_params") for k in t.system_attrs)]
+    assert [t.number for t in modelled] == list(range(GP_STARTUP, trials))
+    chosen = json.loads("".join(v for k, v in sorted(modelled[-1].system_attrs.items())
+                                if k.startswith("gp:relative_params")))
+    assert set(chosen) == set(modelled[-1].params)
+    assert {"precision", "depth:block0_add", "depth:block1_add"} <= set(chosen)
+    assert json.loads((out / "report.json").read_text())["settings"]["sampler"] == "gp"
+
+
+def test_gp_without_torch_is_one_line_naming_the_extra(tmp_path):
+    """torch is not in the search extra: without it `--sampler gp` says what to install."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from edgesparse.errors import UserError\n"
+            "from edgesparse.search.tune import TuneSettings, make_sampler\n"
+            "try:\n    make_sampler(TuneSettings(sampler='gp'))\nexcept UserError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'pip install "edgesparse[torch]"' in done.stdout and "--sampler gp" in done.stdout

@@ -27,8 +27,9 @@ from edgesparse.search.trials import Base, TrialResult, run_trial
 
 UNIFORM_BASELINES = (0.75, 0.55)      # keep fractions enqueued besides the default recipe's
 PICK_RULES = ("fastest-within-budget", "most-accurate", "smallest-within-budget")
-SAMPLERS = ("tpe", "nsga2", "random")   # the default first; random is the control
+SAMPLERS = ("tpe", "nsga2", "random", "gp")   # the default first; random is the control
 TPE_STARTUP = 10                      # random trials before TPE models the space
+GP_STARTUP = 10                       # random trials before the Gaussian process models it
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,15 @@ def constraint_values(result: TrialResult, reference: float | None, s: TuneSetti
 
 
 def make_sampler(settings: TuneSettings, worker: str | None = None):
-    """TPE and NSGA-II both read the constraints each trial sets (`Trial.set_constraint`).
+    """TPE, NSGA-II and GP all read the constraints each trial sets (`Trial.set_constraint`).
 
     TPE (multivariate: the widths of consecutive groups interact) is the default: at a budget of
     60 trials NSGA-II with a small population runs a handful of generations, the first of them
     random, and did not beat random search (docs/benchmarks.md); TPE models the space after
-    TPE_STARTUP trials (the enqueued baselines among them)."""
+    TPE_STARTUP trials (the enqueued baselines among them). `gp` is Optuna's Gaussian-process
+    sampler (log constrained expected hypervolume improvement; running trials of other workers
+    enter its q-batch acquisition, so it needs no constant liar); it needs torch, which is not
+    in the `search` extra (docs/tune.md says why and what it measured)."""
     import optuna
 
     # Every process that joins a study builds its own sampler: with the study's seed they would all
@@ -83,10 +87,23 @@ def make_sampler(settings: TuneSettings, worker: str | None = None):
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=settings.population, seed=seed)
+    if settings.sampler == "gp":
+        return _gp_sampler(seed)
     # constant_liar: trials running on other workers count as bad guesses, so parallel workers
     # spread out instead of all sampling next to the current best.
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=TPE_STARTUP,
                                       constant_liar=worker is not None)
+
+
+def _gp_sampler(seed: int):
+    import optuna
+
+    try:
+        import torch  # noqa: F401  (GPSampler imports it on its first modelled trial, too late to say why)
+    except ImportError:
+        raise UserError('--sampler gp needs torch, which is not installed: pip install "edgesparse[torch]" '
+                        "(or choose --sampler tpe)") from None
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=GP_STARTUP)
 
 
 def baseline_points(space: SearchSpace, default_keep: float | None) -> list[dict[str, Any]]:
