@@ -151,7 +151,10 @@ def test_workers_draw_their_own_points_but_the_coordinator_stays_seeded(sampler)
 
 
 def test_two_workers_share_a_postgres_study_and_a_killed_worker_is_retried(pg, tmp_path):
-    name, n = "shared", 10
+    # Enough trials that the coordinator is still working when the second worker has imported
+    # TensorFlow and prepared the model: with 10, an idle host finished the study first (~1 s per
+    # MLP trial) and the worker never ran one.
+    name, n = "shared", 30
     coordinator = cli("tune", MLP, "--data", DATA, "--storage", pg, "--study", name, "--trials", n,
                       "--no-refine", "--out", tmp_path / "out", "--lease-seconds", 4)
     url = pg.replace("postgresql://", "postgresql+psycopg2://")
