@@ -86,6 +86,16 @@ def agent_latency(url: str, token: str, paths: dict[str, Path], rounds: int) -> 
     return out
 
 
+def time_here(paths: dict[str, Path], sample: np.ndarray, rounds: int, block_ms: float) -> dict[str, dict]:
+    """The three artifacts in ONE interleaved LiteRT run at 1 thread, each with its p50 ratios to
+    the tfmot and the default artifact (whole-run and per round)."""
+    lat = interleaved_latency(paths, "litert", 1, sample, rounds, block_ms)
+    return {k: {**L.summary(), "ratio_to": {ref: {"p50": round(L.p50_us / lat[ref].p50_us, 3),
+                                                   "rounds_p25_p50_p75": [round(x, 3) for x in sorted(round_ratio(L, lat[ref]))]}
+                                             for ref in ("tfmot", "default")}}
+            for k, L in lat.items()}
+
+
 def run(model_path: Path, data_path: Path, target_name: str, trials: int, out: Path, quick: bool,
         command: str, reuse: bool = False) -> dict:
     from edgesparse.data import load_data
@@ -148,11 +158,7 @@ def run(model_path: Path, data_path: Path, target_name: str, trials: int, out: P
         rounds, block_ms = (8, 4.0) if quick else (40, 10.0)
         log(f"interleaved LiteRT latency, 1 thread, {rounds} rounds")
         load_before = os.getloadavg()
-        lat = interleaved_latency(paths, "litert", 1, data.x_val[0], rounds, block_ms)
-        local = {k: {**L.summary(), "ratio_to": {ref: {"p50": round(L.p50_us / lat[ref].p50_us, 3),
-                                                        "rounds_p25_p50_p75": [round(x, 3) for x in sorted(round_ratio(L, lat[ref]))]}
-                                                  for ref in ("tfmot", "default")}}
-                 for k, L in lat.items()}
+        local = time_here(paths, data.x_val[0], rounds, block_ms)
         log("agent latency")
         on_agent = agent_latency(url, token.read_text().strip(), paths, 3 if quick else 7)
     finally:

@@ -4,6 +4,7 @@ bad inputs. Trials prune the sample MLP with reconstruction, quantize to int8, e
 verify in LiteRT: about a second each."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -134,7 +135,9 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe", "gp"])
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe", pytest.param(
+    "gp", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                   reason="--sampler gp needs torch (the torch extra); not in .[dev]"))])
 def test_workers_draw_their_own_points_but_the_coordinator_stays_seeded(sampler):
     """Two workers with the study's seed ran each other's points (8 of 24, docs/benchmarks.md)."""
     from edgesparse.search.tune import TuneSettings, make_sampler
