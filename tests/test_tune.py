@@ -114,6 +114,17 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, capsys):
     assert tune(MLP, "--data", DATA, "--pick", "best", "--out", tmp_path / "d") == 2
     assert tune("worker") == 2
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    capsys.readouterr()
+    # A bad constraint names the flag (not the temporary recipe it would have been written to),
+    # and a storage scheme we ship no driver for is refused before the model is loaded.
+    for flag, value in (("--max-accuracy-drop", -1), ("--max-latency-ms", 0), ("--max-bytes", -5)):
+        assert tune(MLP, "--data", DATA, flag, value, "--out", tmp_path / "e") == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {value}: must be" in err and ".yaml" not in err
+    assert tune(MLP, "--data", DATA, "--storage", "mysql://me:pw@db/x", "--out", tmp_path / "e") == 2
+    err = capsys.readouterr().err
+    assert "unsupported scheme" in err and "postgresql://" in err and ":pw@" not in err
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.fixture(scope="module")

@@ -264,8 +264,7 @@ def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str 
 
     if pick_rule is not None and pick_rule not in search.PICK_RULES:
         raise UserError(f"--pick {pick_rule!r}: choose one of {', '.join(search.PICK_RULES)}")
-    if settings.trials < 1:
-        raise UserError("--trials must be at least 1")
+    settings.check()
     check_writable(out)
     started = time.monotonic()
     url = studies.storage_url(storage, out)

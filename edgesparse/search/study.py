@@ -42,7 +42,7 @@ def storage_url(storage: str | None, out: Path) -> str:
         return f"sqlite:///{(out.parent / (out.name + '.study.db')).resolve()}"
     if storage.startswith("postgresql://") or storage.startswith("postgres://"):
         return "postgresql+psycopg2://" + storage.split("://", 1)[1]
-    if re.match(r"^(sqlite|postgresql\+\w+|mysql(\+\w+)?)://", storage):
+    if re.match(r"^(sqlite|postgresql\+\w+)://", storage):
         return storage
     if "://" not in storage:                      # a plain file path: SQLite
         return f"sqlite:///{Path(storage).resolve()}"

@@ -45,6 +45,22 @@ class TuneSettings:
     knobs: tuple[str, ...] = DEFAULT_FAMILIES   # knob families (space.py); a study stores them as a list
     latency_table: bool = False                 # proxy latency from a per-layer table (profile/layer_table.py)
 
+    def check(self) -> None:
+        """One line naming the flag, before anything is built (the recipe check would name a
+        temporary recipe file the user never wrote)."""
+        import math
+
+        if self.trials < 1:
+            raise UserError("--trials must be at least 1")
+        for flag, value, low_ok in (("--max-accuracy-drop", self.max_accuracy_drop, True),
+                                    ("--max-latency-ms", self.max_latency_ms, False),
+                                    ("--max-bytes", self.max_bytes, False)):
+            if value is None:
+                continue
+            if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
+                need = "a non-negative number of accuracy points, e.g. 1.0" if low_ok else "a positive number"
+                raise UserError(f"{flag} {value:g}: must be {need}")
+
     def constraints(self) -> dict[str, Any]:
         return {"max_accuracy_drop": self.max_accuracy_drop, "max_latency_ms": self.max_latency_ms,
                 "max_bytes": self.max_bytes}
