@@ -37,15 +37,19 @@ class RichProgress:
                                   TextColumn("{task.completed:>.0f}/{task.total:>.0f}"),
                                   TimeElapsedColumn(), console=console, transient=False)
 
+    # The live display starts with the first task: started empty, it leaves a blank line above
+    # an error raised before any work (a bad flag, an unreachable server).
     def __enter__(self) -> "RichProgress":
-        self._progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
+        if self._progress.task_ids:
+            self._progress.__exit__(*exc)
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
         first = not self._progress.task_ids
+        if first:
+            self._progress.__enter__()
         task_id = self._progress.add_task(description, total=total)
         return _RichTask(self._progress, task_id, transient=not first)
 

@@ -127,6 +127,19 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+def test_a_storage_error_hides_the_password_but_keeps_the_message_readable():
+    from edgesparse.errors import UserError
+    from edgesparse.search import study
+
+    # A one-letter password must not be cut out of every word of the driver's message.
+    with pytest.raises(UserError) as e:
+        study.open_storage("postgresql+psycopg2://me:p@127.0.0.1:1/db")
+    assert "psycopg2.OperationalError" in str(e.value) and "me:***@127.0.0.1:1/db" in str(e.value)
+    # Where a driver does echo it, as a token or URL-encoded, it is replaced.
+    text = study._first_line(Exception("auth failed: password=s3cr%t! for me:s3cr%t!@db"), "postgresql://me:s3cr%25t!@db/x")
+    assert "s3cr" not in text and text.count("***") == 2
+
+
 @pytest.fixture(scope="module")
 def pg():
     if not postgres.available():

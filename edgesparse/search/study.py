@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edgesparse.errors import UserError
 
@@ -71,7 +71,10 @@ def _first_line(exc: Exception, url: str) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     parts = urlsplit(url)
     if parts.password:
-        text = text.replace(parts.password, "***")
+        # Only where the password stands as its own token: replaced inside words, a short password
+        # ("p") turned "psycopg2.OperationalError" into "***syco***g2.O***erationalError".
+        for secret in {parts.password, unquote(parts.password)}:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text[:200]
 
 
