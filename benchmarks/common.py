@@ -36,6 +36,20 @@ PACKAGES = ("edgesparse", "tensorflow", "tf_keras", "tensorflow-model-optimizati
             "onnxruntime", "onnx", "tf2onnx", "numpy")
 
 
+# ----------------------------------------------------------------------------- data
+
+
+def mnist1d():
+    """mnist1d (procedural: 4000 train / 1000 test samples of 40 features, 10 classes), generated
+    here with the package's default arguments, nothing downloaded (the `bench` extra).
+    Returns (x_train, x_test, y_train, y_test)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    return (d["x"].astype(np.float32), d["x_test"].astype(np.float32),
+            np.asarray(d["y"]), np.asarray(d["y_test"]))
+
+
 # ----------------------------------------------------------------------------- machine
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import mnist1d  # noqa: E402  (the loader benchmarks/grow.py shares)
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.passes.sparsify.dynamic import Settings, sparse_train  # noqa: E402
 from edgesparse.train.losses import CrossEntropy  # noqa: E402
@@ -42,14 +43,6 @@ def digits():
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32)
     return train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
-
-
-def mnist1d():
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())          # generated here, nothing downloaded
-    return (d["x"].astype(np.float32), d["x_test"].astype(np.float32),
-            np.asarray(d["y"]), np.asarray(d["y_test"]))
 
 
 def mlp(inputs: int, widths: tuple[int, ...], seed: int):

@@ -1,9 +1,15 @@
 """The `grow` pass against training the final architecture from scratch (issue 11, "Done when").
 
-    PYTHONPATH=$PWD python benchmarks/grow.py [--seeds 3] [--first-seed 0] [--only grow|grow-prune] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/grow.py [--task digits|mnist1d] [--seeds 3] [--first-seed 0]
+        [--only grow|grow-prune|width] [--json out.json]
 
-sklearn digits (the same 80/20 test split as benchmarks/dynamic_sparse.py; 15% of the training
-part is the validation split grow and the control stop on), the 64-256-256-10 MLP family.
+--task digits (the default): sklearn digits (the same 80/20 test split as
+benchmarks/dynamic_sparse.py; 15% of the training part is the validation split grow and the
+control stop on), the 64-256-256-10 MLP family. --task mnist1d: mnist1d's 4000 training samples
+(15% of them, stratified, random_state 0, the validation split) and its 1000 test samples
+(benchmarks/common.py's loader, shared with dynamic_sparse.py), the 40-256-256-10 MLP family:
+a task where an MLP's width matters, unlike digits. Batch size and learning rate are the
+pass's defaults (32, 1e-3) on both tasks.
 
 1. grow vs scratch: grow starts at width 0.25 (64-64) with re-initialised weights and grows by
    0.25 of the given width on every plateau until the MAC cap (1.0: 64-256-256-10) is spent
@@ -17,7 +23,8 @@ part is the validation split grow and the control stop on), the 64-256-256-10 ML
 Both runs use the pass's defaults for everything else; --grow / --grow-prune override them
 (JSON of GrowConfig fields), which is how the variants in docs/benchmarks.md were measured;
 --only grow / --only grow-prune runs one of the two comparisons (the same figures as in the
-full run, for half the machine time).
+full run, for half the machine time); --only width trains 64-64 and 256-256 from scratch with
+the control's loop (does width matter on this task?).
 
 Accuracy is test accuracy in percent (a split neither run saw), mean ± std over seeds.
 """
@@ -34,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import load_average, mnist1d  # noqa: E402
 from edgesparse._tf import keras  # noqa: E402
 from edgesparse.graph.stats import count_macs  # noqa: E402
 from edgesparse.passes.grow import GrowConfig, Grower  # noqa: E402
@@ -53,9 +61,20 @@ def digits():
     return SimpleNamespace(x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val, x_test=x_te, y_test=y_te)
 
 
-def mlp(widths: tuple[int, ...], seed: int):
+def mnist1d_task():
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = mnist1d()
+    x_tr, x_val, y_tr, y_val = train_test_split(x_tr, y_tr, test_size=0.15, random_state=0, stratify=y_tr)
+    return SimpleNamespace(x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val, x_test=x_te, y_test=y_te)
+
+
+TASKS = {"digits": digits, "mnist1d": mnist1d_task}
+
+
+def mlp(widths: tuple[int, ...], seed: int, inputs: int = 64):
     keras.utils.set_random_seed(seed)
-    i = keras.Input((64,))
+    i = keras.Input((inputs,))
     h = i
     for n, w in enumerate(widths):
         h = keras.layers.Dense(w, activation="relu", name=f"fc{n + 1}")(h)
@@ -67,7 +86,7 @@ def nonzero_kernels(model) -> int:
 
 
 def grow_run(data, cfg: GrowConfig, seed: int) -> dict:
-    given = mlp((256, 256), seed)
+    given = mlp((256, 256), seed, data.x_train.shape[1])
     g = Grower(given, cfg, data, seed, teacher=given)
     net, facts = g.run()
     return {"test": accuracy(net, data.x_test, data.y_test), "mac_epochs": facts["mac_epochs"],
@@ -77,7 +96,7 @@ def grow_run(data, cfg: GrowConfig, seed: int) -> dict:
 
 
 def scratch_run(data, widths: tuple[int, ...], cfg: GrowConfig, seed: int) -> dict:
-    model = mlp(widths, seed + 1000)
+    model = mlp(widths, seed + 1000, data.x_train.shape[1])
     result = train(model, (data.x_train, data.y_train), loss=CrossEntropy(), epochs=cfg.max_epochs,
                    lr=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed,
                    validation=(data.x_val, data.y_val), patience=cfg.patience)
@@ -101,8 +120,37 @@ def paired(grow: list[float], scratch: list[float]) -> str:
             f"scratch {np.mean(scratch):.2f} ± {np.std(scratch, ddof=1) if len(d) > 1 else 0:.2f}, sample std)")
 
 
+def width_check(data, cfg: GrowConfig, args, started: float) -> int:
+    """64-64 and 256-256 trained from scratch with the control's loop, on the same seeds: does
+    the width the growth adds buy accuracy on this task, beyond the seed noise?"""
+    runs = {(64, 64): [], (256, 256): []}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for widths in runs:
+            r = scratch_run(data, widths, cfg, seed)
+            runs[widths].append(r)
+            print(f"seed {seed}: {widths} from scratch {r['test']:.2f}% ({r['epochs']} ep, {r['mac_epochs']:.3g} "
+                  f"MAC-epochs)", flush=True)
+    minutes = (time.time() - started) / 60
+    print(f"\n{args.seeds} seeds, {minutes:.1f} min; end {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
+          f"load average {load_average()}\n")
+    for widths, rs in runs.items():
+        t = [r["test"] for r in rs]
+        print(f"{widths}: {np.mean(t):.2f} ± {np.std(t, ddof=1) if len(t) > 1 else 0:.2f} (sample std; "
+              f"{', '.join(f'{v:.2f}' for v in t)}), epochs {[r['epochs'] for r in rs]}")
+    wide, narrow = ([r["test"] for r in runs[w]] for w in ((256, 256), (64, 64)))
+    d = np.asarray(wide) - np.asarray(narrow)
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    print(f"256-256 − 64-64: {d.mean():+.2f} ± {se:.2f} points (paired mean ± standard error)")
+    if args.json:
+        args.json.write_text(json.dumps({"width": {f"{a}-{b}": rs for (a, b), rs in runs.items()},
+                                         "minutes": minutes}, indent=2, default=str))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=tuple(TASKS), default="digits",
+                    help="digits (64-256-256-10) or mnist1d (40-256-256-10, where width matters)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0,
                     help="seeds first-seed .. first-seed + seeds - 1 (add seeds to an earlier run)")
@@ -115,12 +163,16 @@ def main(argv=None) -> int:
                     help='other GrowConfig fields of the grow run, e.g. \'{"keep_moments": false}\'')
     ap.add_argument("--grow-prune", type=json.loads, default={}, metavar="JSON",
                     help="other GrowConfig fields of the grow-and-prune run")
-    ap.add_argument("--only", choices=("grow", "grow-prune"),
-                    help="run one of the two comparisons (the machine is shared: variants of one need not pay the other)")
+    ap.add_argument("--only", choices=("grow", "grow-prune", "width"),
+                    help="run one of the two comparisons (the machine is shared: variants of one need not pay the "
+                         "other), or 'width': 64-64 and 256-256 from scratch with the control's loop")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    data = digits()
+    data = TASKS[args.task]()
     started = time.time()
+    print(f"task {args.task}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+          f"{data.x_train.shape[1]} features; start {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, "
+          f"load average {load_average()}", flush=True)
     grow_cfg = GrowConfig(**{"start_width": 0.25, "target_accuracy": 100.0, "max_macs": 1.0,
                              "max_epochs": args.max_epochs, **args.grow})
     prune_cfg = GrowConfig(**{"start_width": 0.25, "target_accuracy": args.prune_target,
@@ -128,6 +180,8 @@ def main(argv=None) -> int:
                               "prune_to_params": args.prune_to, **args.grow_prune})
     print("grow:", grow_cfg.model_dump(exclude_defaults=True), "| grow-and-prune:",
           prune_cfg.model_dump(exclude_defaults=True), flush=True)
+    if args.only == "width":
+        return width_check(data, grow_cfg, args, started)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         row = {"seed": seed}
@@ -150,7 +204,8 @@ def main(argv=None) -> int:
                 print("   grow+prune", step)
         rows.append(row)
     minutes = (time.time() - started) / 60
-    print(f"\n{args.seeds} seeds, {minutes:.1f} min\n")
+    print(f"\n{args.seeds} seeds, {minutes:.1f} min; end {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
+          f"load average {load_average()}\n")
     print("| variant | test accuracy % | training cost (MAC-epochs) | nonzero kernel weights |")
     print("|---|---|---|---|")
     if args.only != "grow-prune":
