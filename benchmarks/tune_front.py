@@ -18,7 +18,7 @@ the hypervolume of (accuracy, MACs) per seed for the sampler and random (and in 
 it wins); seconds per proxy trial and wall time of one study.
 
     python benchmarks/tune_front.py [--trials 60] [--seeds 5] [--models cnn,residual] [--space shipped|int8]
-        [--parametrization keep|budget] [--out DIR]
+        [--parametrization keep|budget] [--budget-scale macs|keep] [--out DIR]
 
 `--space shipped` is the space `edgesparse tune` searches on rpi4 (a keep fraction per group and
 the precision, int8 or fp32); `--space int8` fixes the precision at int8 (the rpi4 default), so the
@@ -166,11 +166,13 @@ def timed(sampler):
 
 
 def searched(base, sampler: str, seed: int, trials: int, folder: Path,
-             max_accuracy_drop: float | None = None, mac_model=None) -> tuple[list[dict], float, float]:
+             max_accuracy_drop: float | None = None, mac_model=None,
+             budget_scale: str = "macs") -> tuple[list[dict], float, float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows, its
     wall time in seconds and the seconds its sampler spent. With a `mac_model` (budget.MacModel)
-    the study searches the budget parametrization: each row then carries the budget it asked
-    for (`budget`), the MACs the model predicts for its rounded point (`macs_model`), and its
+    the study searches the budget parametrization (its knob on `budget_scale`): each row then
+    carries the budget it asked for (`budget`, a fraction of the full MACs; `budget_knob`, the
+    knob's value), the MACs the model predicts for its rounded point (`macs_model`), and its
     unrounded point's (`macs_budget`)."""
     settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
                                    else search.SAMPLERS[0], max_accuracy_drop=max_accuracy_drop)
@@ -185,7 +187,7 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
 
         from edgesparse.search.budget import BudgetSpace
 
-        space = BudgetSpace(base.space, mac_model)
+        space = BudgetSpace(base.space, mac_model, budget_scale)
         baselines = [space.budget_map.params_of(p) for p in baselines]
         base = copy.copy(base)
         base.space = space
@@ -199,7 +201,8 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
         bmap = base.space.budget_map
         for r in rows:
             p = asked[r["number"]]
-            r["budget"] = p["budget"]
+            r["budget"] = bmap.fraction(p["budget"], bmap.space.removed_layers(r["params"]))
+            r["budget_knob"] = p["budget"]
             r["macs_model"] = round(mac_model.point_macs(bmap.space, r["params"]))
             r["macs_budget"] = round(mac_model.point_macs(bmap.space, bmap.point(p)))
     return rows, seconds, chooser.seconds
@@ -292,7 +295,7 @@ def summarise(m: dict) -> dict:
 
 def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
         first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None,
-        max_accuracy_drop: float | None = None, parametrization: str = "keep") -> dict:
+        max_accuracy_drop: float | None = None, parametrization: str = "keep", budget_scale: str = "macs") -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
     The JSON is rewritten after every seed. `reuse_random`: an earlier run's JSON (same space,
     models, trials) whose random-search studies are taken instead of run again: random search
@@ -300,14 +303,15 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
     earlier = {}
     if reuse_random is not None:
         old = json.loads(Path(reuse_random).read_text())
-        if old["space"] != space or old["trials"] != trials or old.get("parametrization", "keep") != parametrization:
+        if old["space"] != space or old["trials"] != trials or old.get("parametrization", "keep") != parametrization \
+                or old.get("budget_scale", "macs") != budget_scale:
             raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
                              f"{old['trials']} trials, parametrization {old.get('parametrization', 'keep')}; "
                              f"reuse a run of --space {space} with {trials} trials, {parametrization}")
         earlier = {(n, p["seed"]): p for n, m in old["models"].items() for p in m["per_seed"]}
     results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler,
                "space": space, "max_accuracy_drop": max_accuracy_drop, "parametrization": parametrization,
-               "models": {}}
+               "budget_scale": budget_scale if parametrization == "budget" else None, "models": {}}
     bases, mac_models = {}, {}
     for name in models:
         path = ROOT / "sample_models" / "digits_cnn.keras" if name == "cnn" else residual_model(out / "digits_residual.keras")
@@ -334,12 +338,12 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                 m, base = results["models"][name], bases[name]
                 load_before = load_average()
                 mm = mac_models.get(name)
-                ours, s1, ask1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop, mm)
+                ours, s1, ask1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop, mm, budget_scale)
                 if (name, seed) in earlier:
                     e = earlier[(name, seed)]
                     rand, s2, ask2 = e["rows_random"], e["seconds_random"], e.get("ask_s_random")
                 else:
-                    rand, s2, ask2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop, mm)
+                    rand, s2, ask2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop, mm, budget_scale)
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
@@ -487,6 +491,9 @@ def main(argv=None) -> int:
     ap.add_argument("--parametrization", default="keep", choices=("keep", "budget"),
                     help="keep: a keep fraction per group (edgesparse tune's); budget: a MAC budget and per-group "
                          "shares mapped to keep fractions (edgesparse/search/budget.py), for both samplers")
+    ap.add_argument("--budget-scale", default="macs", choices=("macs", "keep"),
+                    help="with --parametrization budget, what the budget knob counts: the fraction of the full MACs "
+                         "(macs), or the uniform keep fraction that spends as much (keep)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
     if a.render is not None:
@@ -495,7 +502,7 @@ def main(argv=None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler,
-            a.first_seed, a.space, a.reuse_random, a.max_accuracy_drop, a.parametrization)
+            a.first_seed, a.space, a.reuse_random, a.max_accuracy_drop, a.parametrization, a.budget_scale)
     print(render(r))
     return 0
 

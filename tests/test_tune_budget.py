@@ -33,9 +33,13 @@ def test_full_widths_count_the_models_macs(cnn):
     assert macs.point_macs(space, space.uniform(1.0)) == count_macs(model)
 
 
+@pytest.mark.parametrize("scale", ["macs", "keep"])
 @pytest.mark.parametrize("keep", [1.0, 0.9, 0.75, 0.55, 0.3, 0.12, 0.05])
-def test_equal_shares_give_back_the_uniform_point(cnn, keep):
-    _, space, _, bmap = cnn
+def test_equal_shares_give_back_the_uniform_point(cnn, keep, scale):
+    from edgesparse.search.budget import BudgetMap
+
+    _, space, macs, _ = cnn
+    bmap = BudgetMap(space, macs, scale)
     uniform = space.clip(space.uniform(keep))
     params = bmap.params_of(space.uniform(keep))
     assert set(params) == {"budget", *(f"share:{g}" for g in space.groups)}
@@ -61,6 +65,13 @@ def test_the_budget_is_hit_and_monotone(cnn):
     # a larger share keeps at least as much of its group at any budget
     keeps = bmap.keeps(0.4, {space.groups[0]: 1.0, **{g: 0.2 for g in space.groups[1:]}})
     assert all(keeps[space.groups[0]] >= keeps[g] for g in space.groups[1:])
+    # the keep scale: budget u spends what every group at clip(u) spends
+    from edgesparse.search.budget import BudgetMap
+
+    by_keep = BudgetMap(space, macs, "keep")
+    for u in (0.2, 0.5, 0.8):
+        assert by_keep.fraction(u) * bmap.full == pytest.approx(macs.point_macs(space, space.clip(space.uniform(u))))
+    assert by_keep.fraction(0.3) < by_keep.fraction(0.31)
     # the ends: the lowest budget is every group at its lowest keep, 1 is the whole model
     assert bmap.keeps(1.0, {g: 0.1 for g in space.groups}) == {g: 1.0 for g in space.groups}
     assert bmap.keeps(0.0, {}) == {g: pytest.approx(bmap.low[i]) for i, g in enumerate(space.groups)}

@@ -96,10 +96,21 @@ class MacModel:
         return self.macs(keeps, space.removed_layers(point))
 
 
-class BudgetMap:
-    """(budget, shares) <-> keep fractions of one space."""
+SCALES = ("macs", "keep")
 
-    def __init__(self, space: SearchSpace, macs: MacModel):
+
+class BudgetMap:
+    """(budget, shares) <-> keep fractions of one space.
+
+    `scale` is what the budget knob counts: `macs`, the fraction of the full model's MACs; or
+    `keep`, the uniform keep fraction that would spend the same MACs (budget u means the MACs of
+    every group at clip(u)): the same budgets, spread over the knob's range as the uniform sweep
+    spreads them (MACs grow about as u squared), not evenly in MACs."""
+
+    def __init__(self, space: SearchSpace, macs: MacModel, scale: str = "macs"):
+        if scale not in SCALES:
+            raise ValueError(f"budget scale {scale!r}: one of {', '.join(SCALES)}")
+        self.scale = scale
         self.space = space
         self.mac_model = macs
         self.groups = space.groups
@@ -108,6 +119,12 @@ class BudgetMap:
         self.high = np.array([knobs[f"{KEEP_PREFIX}{g}"].high for g in self.groups], dtype=float)
         self.full = float(macs.full)
         self.lowest = self._macs(self.low) / self.full
+
+    def fraction(self, value: float, gone: set[str] = frozenset()) -> float:
+        """The budget knob's value as a fraction of the full model's MACs."""
+        if self.scale == "macs":
+            return float(value)
+        return self._macs(np.clip(float(value), self.low, self.high), gone) / self.full
 
     def _macs(self, keeps: np.ndarray, gone: set[str] = frozenset()) -> float:
         return self.mac_model.macs(dict(zip(self.groups, keeps.tolist())), gone)
@@ -149,21 +166,27 @@ class BudgetMap:
         shares = {n[len(SHARE_PREFIX):]: float(v) for n, v in params.items() if n.startswith(SHARE_PREFIX)}
         rest = {n: v for n, v in params.items() if n != BUDGET and not n.startswith(SHARE_PREFIX)}
         gone = self.space.removed_layers(rest)
-        keeps = self.keeps(float(params[BUDGET]), shares, gone)
+        keeps = self.keeps(self.fraction(params[BUDGET], gone), shares, gone)
         return {**{f"{KEEP_PREFIX}{g}": k for g, k in keeps.items()}, **rest}
 
     def params_of(self, point: dict[str, Any]) -> dict[str, Any]:
         """The budget-space equivalent of a uniform point (every share equal): what a baseline is
         enqueued as. Its budget is the point's MACs (unrounded) over the full model's."""
         clipped = self.space.clip(point)
-        out = {BUDGET: min(1.0, max(self.lowest, self.mac_model.point_macs(self.space, clipped) / self.full))}
+        if self.scale == "macs":
+            value = self.mac_model.point_macs(self.space, clipped) / self.full
+            out = {BUDGET: min(1.0, max(self.lowest, value))}
+        else:
+            keeps = [float(v) for n, v in point.items() if n.startswith(KEEP_PREFIX)]
+            out = {BUDGET: min(1.0, max(float(self.low.min()), max(keeps)))}
         out.update({f"{SHARE_PREFIX}{g}": 1.0 for g in self.groups})
         out.update({n: v for n, v in point.items() if not n.startswith(KEEP_PREFIX)})
         return out
 
     def knobs(self) -> list[tuple[str, float, float]]:
         """(name, low, high) of the float knobs that replace the keep knobs."""
-        return [(BUDGET, round(self.lowest, 6), 1.0)] + [(f"{SHARE_PREFIX}{g}", SHARE_LOW, 1.0) for g in self.groups]
+        low = self.lowest if self.scale == "macs" else float(self.low.min())
+        return [(BUDGET, round(low, 6), 1.0)] + [(f"{SHARE_PREFIX}{g}", SHARE_LOW, 1.0) for g in self.groups]
 
 
 class BudgetSpace:
@@ -171,9 +194,9 @@ class BudgetSpace:
     fractions, and returns the keep point they map to (rounded to the SIMD width as the space
     rounds). Everything else is the space's own, so a trial builds it unchanged."""
 
-    def __init__(self, space: SearchSpace, macs: MacModel):
+    def __init__(self, space: SearchSpace, macs: MacModel, scale: str = "macs"):
         self._space = space
-        self.budget_map = BudgetMap(space, macs)
+        self.budget_map = BudgetMap(space, macs, scale)
 
     def __getattr__(self, name):
         return getattr(self._space, name)
