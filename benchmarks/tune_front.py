@@ -17,13 +17,20 @@ gained, points) and the fewest MACs a searched point needs for >= its accuracy (
 the hypervolume of (accuracy, MACs) per seed for the sampler and random (and in how many seeds
 it wins); seconds per proxy trial and wall time of one study.
 
-    python benchmarks/tune_front.py [--trials 60] [--seeds 5] [--models cnn,residual] [--space shipped|int8] [--out DIR]
+    python benchmarks/tune_front.py [--trials 60] [--seeds 5] [--models cnn,residual] [--space shipped|int8]
+        [--parametrization keep|budget] [--budget-scale macs|keep] [--out DIR]
 
 `--space shipped` is the space `edgesparse tune` searches on rpi4 (a keep fraction per group and
 the precision, int8 or fp32); `--space int8` fixes the precision at int8 (the rpi4 default), so the
 space holds the keep fractions only and latency and bytes move with MACs. Both samplers search the
 same space and the same objectives (accuracy, latency, bytes); the hypervolume is reported in those
 three AND in (accuracy, MACs).
+
+`--parametrization budget` (stop 20) has both samplers search the keep fractions as a MAC budget
+and per-group shares (edgesparse/search/budget.py, AMC's action space): the study's knobs are
+`budget` and `share:<group>`, the keep point they map to is what a trial builds (its "point" user
+attribute), the baselines are enqueued as (their budget, equal shares); random search there is
+"budget-random". `keep` (the default) is the space as `edgesparse tune` searches it.
 
 Models: `cnn` is sample_models/digits_cnn.keras; `residual` is a small residual CNN trained here on
 the same digits data (seeded, 20 epochs).
@@ -159,9 +166,14 @@ def timed(sampler):
 
 
 def searched(base, sampler: str, seed: int, trials: int, folder: Path,
-             max_accuracy_drop: float | None = None) -> tuple[list[dict], float, float]:
+             max_accuracy_drop: float | None = None, mac_model=None,
+             budget_scale: str = "macs") -> tuple[list[dict], float, float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows, its
-    wall time in seconds and the seconds its sampler spent."""
+    wall time in seconds and the seconds its sampler spent. With a `mac_model` (budget.MacModel)
+    the study searches the budget parametrization (its knob on `budget_scale`): each row then
+    carries the budget it asked for (`budget`, a fraction of the full MACs; `budget_knob`, the
+    knob's value), the MACs the model predicts for its rounded point (`macs_model`), and its
+    unrounded point's (`macs_budget`)."""
     settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
                                    else search.SAMPLERS[0], max_accuracy_drop=max_accuracy_drop)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
@@ -169,10 +181,45 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
     if type(chooser.inner).__name__ != _SAMPLER_CLASS.get(sampler, "TPESampler"):
         raise SystemExit(f"--sampler {sampler}: built a {type(chooser.inner).__name__}")
     study = studies.open_study(url, "bench", {"bench": True}, sampler=chooser)
-    search.enqueue_baselines(study, search.baseline_points(base.space, None))
+    baselines = search.baseline_points(base.space, None)
+    if mac_model is not None:
+        import copy
+
+        from edgesparse.search.budget import BudgetSpace
+
+        space = BudgetSpace(base.space, mac_model, budget_scale)
+        baselines = [space.budget_map.params_of(p) for p in baselines]
+        base = copy.copy(base)
+        base.space = space
+    search.enqueue_baselines(study, baselines)
     started = time.perf_counter()
     search.work(study, base, settings, trials)
-    return search.trial_rows(study), time.perf_counter() - started, chooser.seconds
+    seconds = time.perf_counter() - started
+    rows = search.trial_rows(study)
+    if mac_model is not None:
+        asked = {t.number: t.params for t in study.get_trials(deepcopy=False)}
+        bmap = base.space.budget_map
+        for r in rows:
+            p = asked[r["number"]]
+            r["budget"] = bmap.fraction(p["budget"], bmap.space.removed_layers(r["params"]))
+            r["budget_knob"] = p["budget"]
+            r["macs_model"] = round(mac_model.point_macs(bmap.space, r["params"]))
+            r["macs_budget"] = round(mac_model.point_macs(bmap.space, bmap.point(p)))
+    return rows, seconds, chooser.seconds
+
+
+def mac_check(rows: list[dict], full: float) -> dict | None:
+    """How well the MAC model predicts what a trial reports: the largest relative error of
+    the model at the built (rounded) point, and how far the built point lands from the budget
+    asked (median and largest |reported / (budget x full) - 1|): the SIMD rounding's share."""
+    rows = [r for r in rows if r.get("macs_model") is not None and r.get("macs")]
+    if not rows:
+        return None
+    model_err = [abs(r["macs_model"] / r["macs"] - 1) for r in rows]
+    miss = sorted(abs(r["macs"] / (r["budget"] * full) - 1) for r in rows)
+    return {"model_max_rel_err": round(max(model_err), 6), "model_exact": sum(e < 1e-9 for e in model_err),
+            "n": len(rows), "budget_miss_median": round(miss[len(miss) // 2], 4),
+            "budget_miss_max": round(miss[-1], 4)}
 
 
 _SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler"}
@@ -248,7 +295,7 @@ def summarise(m: dict) -> dict:
 
 def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Path, sampler: str,
         first_seed: int = 0, space: str = "shipped", reuse_random: Path | None = None,
-        max_accuracy_drop: float | None = None) -> dict:
+        max_accuracy_drop: float | None = None, parametrization: str = "keep", budget_scale: str = "macs") -> dict:
     """Seeds outermost, models inside, so a run cut short still has every model at the seeds done.
     The JSON is rewritten after every seed. `reuse_random`: an earlier run's JSON (same space,
     models, trials) whose random-search studies are taken instead of run again: random search
@@ -256,13 +303,16 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
     earlier = {}
     if reuse_random is not None:
         old = json.loads(Path(reuse_random).read_text())
-        if old["space"] != space or old["trials"] != trials:
+        if old["space"] != space or old["trials"] != trials or old.get("parametrization", "keep") != parametrization \
+                or old.get("budget_scale", "macs") != budget_scale:
             raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
-                             f"{old['trials']} trials; reuse a run of --space {space} with {trials} trials")
+                             f"{old['trials']} trials, parametrization {old.get('parametrization', 'keep')}; "
+                             f"reuse a run of --space {space} with {trials} trials, {parametrization}")
         earlier = {(n, p["seed"]): p for n, m in old["models"].items() for p in m["per_seed"]}
     results = {"machine": machine_info(), "trials": trials, "seeds": seeds, "sampler": sampler,
-               "space": space, "max_accuracy_drop": max_accuracy_drop, "models": {}}
-    bases = {}
+               "space": space, "max_accuracy_drop": max_accuracy_drop, "parametrization": parametrization,
+               "budget_scale": budget_scale if parametrization == "budget" else None, "models": {}}
+    bases, mac_models = {}, {}
     for name in models:
         path = ROOT / "sample_models" / "digits_cnn.keras" if name == "cnn" else residual_model(out / "digits_residual.keras")
         started = time.perf_counter()
@@ -271,6 +321,10 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
         bases[name] = restrict(prepare(path, "rpi4", SAMPLE_DATA, agents=[], token_file=None, local=False,
                                        knobs=("keep", "precision")), space)
         prepared = time.perf_counter() - started
+        if parametrization == "budget":
+            from edgesparse.search.budget import MacModel
+
+            mac_models[name] = MacModel.of(bases[name].plans["proxy"].pristine, bases[name].space)
         uni = sweep(bases[name], keeps)
         results["models"][name] = {"trials": trials, "groups": bases[name].space.group_sizes,
                                    "prepare_s": round(prepared, 1), "uniform": uni, "per_seed": [],
@@ -283,12 +337,13 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
             for name in models:
                 m, base = results["models"][name], bases[name]
                 load_before = load_average()
-                ours, s1, ask1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop)
+                mm = mac_models.get(name)
+                ours, s1, ask1 = searched(base, sampler, seed, trials, Path(tmp), max_accuracy_drop, mm, budget_scale)
                 if (name, seed) in earlier:
                     e = earlier[(name, seed)]
                     rand, s2, ask2 = e["rows_random"], e["seconds_random"], e.get("ask_s_random")
                 else:
-                    rand, s2, ask2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop)
+                    rand, s2, ask2 = searched(base, "random", seed, trials, Path(tmp), max_accuracy_drop, mm, budget_scale)
                 ref = tuple(m["ref"])
                 m["per_seed"].append({"seed": seed, "hv_ours": search.hypervolume(ours, ref),
                                       "hv_random": search.hypervolume(rand, ref),
@@ -302,6 +357,7 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                                       "precisions_ours": precision_counts(ours, base),
                                       "precisions_random": precision_counts(rand, base),
                                       "rows_ours": ours, "rows_random": rand,
+                                      "mac_check": None if mm is None else mac_check(ours + rand, mm.full),
                                       "dominance": dominance(m["uniform"], ours),
                                       "front_ours": [{k: r[k] for k in ("accuracy", "macs", "widths")}
                                                      for r in search.pareto(ours)]})
@@ -316,7 +372,7 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
 
 
 def render(r: dict) -> str:
-    s = r["sampler"]
+    s = r["sampler"] if r.get("parametrization", "keep") == "keep" else f"budget-{r['sampler']}"
     lines = [f"# edgesparse tune: searched front ({s}) vs uniform ratios, {s} vs random; space: {r.get('space', 'shipped')}", ""]
     lines += machine_lines(r["machine"]) + ["", f"{r['trials']} proxy trials per run, {r['seeds']} seeds asked.", ""]
     for name, m in r["models"].items():
@@ -328,6 +384,7 @@ def render(r: dict) -> str:
                   f"one thread): {spt}; wall time of one {m['trials']}-trial study, median: "
                   f"{m['wall_60_median_s']} s. {s} hypervolume beats random in {m['wins']} of {m['seeds_done']} seeds in (accuracy, MACs), "
                   f"in {m['wins3']} of {m['seeds_done']} in the search's own (accuracy, latency, bytes).", "",
+                  *_budget_lines(r, m),
                   "Against each uniform point, per 60-trial search (median and worst over seeds):", "",
                   "| uniform keep | MACs | accuracy % | points gained at <= MACs (median / worst) | MACs saved at >= accuracy (median / worst) |",
                   "|---|---|---|---|---|"]
@@ -358,6 +415,22 @@ def render(r: dict) -> str:
                   f"{_counts(p.get('precisions_ours'))} / {_counts(p.get('precisions_random'))} |" for p in m["per_seed"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _budget_lines(r: dict, m: dict) -> list[str]:
+    """With the budget parametrization: what the control is, and how well the MAC model did."""
+    if r.get("parametrization", "keep") != "budget":
+        return []
+    checks = [p["mac_check"] for p in m["per_seed"] if p.get("mac_check")]
+    if not checks:
+        return []
+    n = sum(c["n"] for c in checks)
+    exact = sum(c["model_exact"] for c in checks)
+    return [f"Both samplers search the budget parametrization: 'random' below is budget-random. MAC model "
+            f"(budget.py) against the MACs the {n} proxy trials reported: exact in {exact} of {n}, largest relative "
+            f"error {max(c['model_max_rel_err'] for c in checks):.2g}; built point against the budget asked (SIMD "
+            f"rounding): median miss per study {min(c['budget_miss_median'] for c in checks):.2%}-"
+            f"{max(c['budget_miss_median'] for c in checks):.2%}, largest {max(c['budget_miss_max'] for c in checks):.2%}.", ""]
 
 
 def feasible_hypervolumes(p: dict, m: dict) -> tuple[float, float, float, float]:
@@ -415,6 +488,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-accuracy-drop", type=float, default=None,
                     help="give both samplers edgesparse tune's accuracy constraint (tune's default: 1 point); "
                          "default: none, as the tables were first measured")
+    ap.add_argument("--parametrization", default="keep", choices=("keep", "budget"),
+                    help="keep: a keep fraction per group (edgesparse tune's); budget: a MAC budget and per-group "
+                         "shares mapped to keep fractions (edgesparse/search/budget.py), for both samplers")
+    ap.add_argument("--budget-scale", default="macs", choices=("macs", "keep"),
+                    help="with --parametrization budget, what the budget knob counts: the fraction of the full MACs "
+                         "(macs), or the uniform keep fraction that spends as much (keep)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune")
     a = ap.parse_args(argv)
     if a.render is not None:
@@ -423,7 +502,7 @@ def main(argv=None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     r = run(a.models.split(","), a.trials, a.seeds, [float(k) for k in a.sweep.split(",")], a.out, a.sampler,
-            a.first_seed, a.space, a.reuse_random, a.max_accuracy_drop)
+            a.first_seed, a.space, a.reuse_random, a.max_accuracy_drop, a.parametrization, a.budget_scale)
     print(render(r))
     return 0
 
