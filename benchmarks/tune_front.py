@@ -27,7 +27,7 @@ same space and the same objectives (accuracy, latency, bytes); the hypervolume i
 three AND in (accuracy, MACs).
 
 `--parametrization budget` (stop 20) has both samplers search the keep fractions as a MAC budget
-and per-group shares (edgesparse/search/budget.py, AMC's action space): the study's knobs are
+and per-group shares (benchmarks/budget_space.py, AMC's action space): the study's knobs are
 `budget` and `share:<group>`, the keep point they map to is what a trial builds (its "point" user
 attribute), the baselines are enqueued as (their budget, equal shares); random search there is
 "budget-random". `keep` (the default) is the space as `edgesparse tune` searches it.
@@ -185,7 +185,7 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
     if mac_model is not None:
         import copy
 
-        from edgesparse.search.budget import BudgetSpace
+        from budget_space import BudgetSpace
 
         space = BudgetSpace(base.space, mac_model, budget_scale)
         baselines = [space.budget_map.params_of(p) for p in baselines]
@@ -322,7 +322,7 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
                                        knobs=("keep", "precision")), space)
         prepared = time.perf_counter() - started
         if parametrization == "budget":
-            from edgesparse.search.budget import MacModel
+            from budget_space import MacModel
 
             mac_models[name] = MacModel.of(bases[name].plans["proxy"].pristine, bases[name].space)
         uni = sweep(bases[name], keeps)
@@ -490,7 +490,7 @@ def main(argv=None) -> int:
                          "default: none, as the tables were first measured")
     ap.add_argument("--parametrization", default="keep", choices=("keep", "budget"),
                     help="keep: a keep fraction per group (edgesparse tune's); budget: a MAC budget and per-group "
-                         "shares mapped to keep fractions (edgesparse/search/budget.py), for both samplers")
+                         "shares mapped to keep fractions (benchmarks/budget_space.py), for both samplers")
     ap.add_argument("--budget-scale", default="macs", choices=("macs", "keep"),
                     help="with --parametrization budget, what the budget knob counts: the fraction of the full MACs "
                          "(macs), or the uniform keep fraction that spends as much (keep)")

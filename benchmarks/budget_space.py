@@ -1,5 +1,8 @@
 """The keep fractions of a search space as a MAC budget and an allocation (AMC's action space).
 
+A benchmark's module (tune_front.py --parametrization budget): measured at stop 20, it did not
+beat random search, so `edgesparse tune` does not use it (docs/benchmarks.md).
+
 Instead of one independent keep fraction per channel group, a point is
 
 - `budget`: the fraction of the full model's MACs the point may spend, in [lowest, 1] (lowest:
