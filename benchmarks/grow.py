@@ -108,13 +108,23 @@ def ms(values) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
+def paired_difference(a: list[float], b: list[float]) -> tuple[np.ndarray, float]:
+    """The per-seed differences a − b and the standard error of their mean."""
+    d = np.asarray(a) - np.asarray(b)
+    return d, float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def end_line(seeds: int, started: float) -> str:
+    return (f"\n{seeds} seeds, {(time.time() - started) / 60:.1f} min; end {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
+            f"load average {load_average()}\n")
+
+
 def paired(grow: list[float], scratch: list[float]) -> str:
     """The per-seed difference grow − scratch: its mean and standard error. The data split is
     the same for every seed; a seed sets both runs' initialisation and batch order, which are
     drawn independently of each other, so the pairing removes little spread (about
     sqrt(std_grow² + std_scratch²) / sqrt(seeds)): the error bar is honest, not narrowed."""
-    d = np.asarray(grow) - np.asarray(scratch)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    d, se = paired_difference(grow, scratch)
     return (f"paired grow − scratch: {d.mean():+.2f} ± {se:.2f} points (mean ± standard error, {len(d)} seeds; "
             f"grow {np.mean(grow):.2f} ± {np.std(grow, ddof=1) if len(d) > 1 else 0:.2f}, "
             f"scratch {np.mean(scratch):.2f} ± {np.std(scratch, ddof=1) if len(d) > 1 else 0:.2f}, sample std)")
@@ -131,15 +141,13 @@ def width_check(data, cfg: GrowConfig, args, started: float) -> int:
             print(f"seed {seed}: {widths} from scratch {r['test']:.2f}% ({r['epochs']} ep, {r['mac_epochs']:.3g} "
                   f"MAC-epochs)", flush=True)
     minutes = (time.time() - started) / 60
-    print(f"\n{args.seeds} seeds, {minutes:.1f} min; end {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
-          f"load average {load_average()}\n")
+    print(end_line(args.seeds, started))
     for widths, rs in runs.items():
         t = [r["test"] for r in rs]
         print(f"{widths}: {np.mean(t):.2f} ± {np.std(t, ddof=1) if len(t) > 1 else 0:.2f} (sample std; "
               f"{', '.join(f'{v:.2f}' for v in t)}), epochs {[r['epochs'] for r in rs]}")
     wide, narrow = ([r["test"] for r in runs[w]] for w in ((256, 256), (64, 64)))
-    d = np.asarray(wide) - np.asarray(narrow)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    d, se = paired_difference(wide, narrow)
     print(f"256-256 − 64-64: {d.mean():+.2f} ± {se:.2f} points (paired mean ± standard error)")
     if args.json:
         args.json.write_text(json.dumps({"width": {f"{a}-{b}": rs for (a, b), rs in runs.items()},
@@ -204,8 +212,7 @@ def main(argv=None) -> int:
                 print("   grow+prune", step)
         rows.append(row)
     minutes = (time.time() - started) / 60
-    print(f"\n{args.seeds} seeds, {minutes:.1f} min; end {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
-          f"load average {load_average()}\n")
+    print(end_line(args.seeds, started))
     print("| variant | test accuracy % | training cost (MAC-epochs) | nonzero kernel weights |")
     print("|---|---|---|---|")
     if args.only != "grow-prune":

@@ -169,7 +169,7 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
              max_accuracy_drop: float | None = None, mac_model=None,
              budget_scale: str = "macs") -> tuple[list[dict], float, float]:
     """One study of `trials` proxy trials, as `edgesparse tune` runs it; returns its rows, its
-    wall time in seconds and the seconds its sampler spent. With a `mac_model` (budget.MacModel)
+    wall time in seconds and the seconds its sampler spent. With a `mac_model` (budget_space.MacModel)
     the study searches the budget parametrization (its knob on `budget_scale`): each row then
     carries the budget it asked for (`budget`, a fraction of the full MACs; `budget_knob`, the
     knob's value), the MACs the model predicts for its rounded point (`macs_model`), and its
@@ -427,7 +427,7 @@ def _budget_lines(r: dict, m: dict) -> list[str]:
     n = sum(c["n"] for c in checks)
     exact = sum(c["model_exact"] for c in checks)
     return [f"Both samplers search the budget parametrization: 'random' below is budget-random. MAC model "
-            f"(budget.py) against the MACs the {n} proxy trials reported: exact in {exact} of {n}, largest relative "
+            f"(budget_space.py) against the MACs the {n} proxy trials reported: exact in {exact} of {n}, largest relative "
             f"error {max(c['model_max_rel_err'] for c in checks):.2g}; built point against the budget asked (SIMD "
             f"rounding): median miss per study {min(c['budget_miss_median'] for c in checks):.2%}-"
             f"{max(c['budget_miss_median'] for c in checks):.2%}, largest {max(c['budget_miss_max'] for c in checks):.2%}.", ""]

@@ -20,8 +20,8 @@ DATA = ROOT / "sample_models" / "digits.npz"
 
 @pytest.fixture(scope="module")
 def cnn():
-    from edgesparse.frontends import load_model
     from budget_space import BudgetMap, MacModel
+    from edgesparse.frontends import load_model
     from edgesparse.search.space import build_space
 
     model, _ = load_model(CNN)
@@ -83,9 +83,9 @@ def test_the_budget_is_hit_and_monotone(cnn):
 
 
 def test_a_depthwise_conv_scales_linearly_in_its_group():
+    from budget_space import MacModel
     from edgesparse._tf import keras
     from edgesparse.graph.stats import layer_macs
-    from budget_space import MacModel
     from edgesparse.search.space import build_space
 
     L = keras.layers
@@ -105,6 +105,7 @@ def test_a_depthwise_conv_scales_linearly_in_its_group():
         with_dw = macs.macs({group: keep}) - macs.macs({group: keep}, gone={"dw"})
         assert with_dw == pytest.approx(layer_macs(dw, int(size * keep), int(size * keep)))
         assert with_dw == pytest.approx(keep * layer_macs(dw))
+
 
 def test_a_proxy_trial_reports_the_macs_the_model_predicts(tmp_path):
     """The MAC model against a real pruned and exported model, at rounded budget points."""
