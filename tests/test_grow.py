@@ -254,3 +254,44 @@ def test_cap_epochs_anneal_the_last_phase_for_exactly_that_many_epochs(data):
               callbacks=[cosine_decay(1e-3, 8), Watch()])
     assert seen[0] == pytest.approx(1e-3) and seen[-1] < 0.05 * 1e-3
     assert all(a >= b for a, b in zip(seen, seen[1:]))
+
+
+@pytest.mark.parametrize("init", ["split", "zero"])
+def test_gradient_policy_widens_the_one_group_the_loss_pulls_on(data, init):
+    given = mlp()
+    cfg = GrowConfig(start_width=0.5, grow_policy="gradient", grow_step=0.25, grow_init=init, max_epochs=1)
+    g = Grower(given, cfg, data, 0, given)
+    g.train_phase(1)
+    # fc1's only reader, fc2, gets zero weights from it (its biases keep its units active): the
+    # loss cannot pull on fc1's activations, so copies or new units of fc1 cannot gain; fc2 can.
+    fc2 = g.net.get_layer("fc2")
+    kernel, bias = fc2.get_weights()
+    fc2.set_weights([np.zeros_like(kernel), np.abs(bias) + 1.0])
+    scores = g.group_scores()
+    assert scores["fc1"] == 0.0 and scores["fc2"] > 0.0
+    before = g.net.predict(data.x_val, verbose=0)
+    assert g.grow_neurons(*g.cap()) == 8                    # 0.25 x 32, one group only
+    assert g.widths() == {"fc1": 16, "fc2": 24}
+    row = g.trajectory[-1]
+    assert row["chosen"] == "fc2" and row["added"] == {"fc2": 8}
+    assert row["scores"]["fc2"]["per_mac"] > row["scores"]["fc1"]["per_mac"] == 0.0
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-4)   # function kept
+
+
+def test_gradient_policy_picks_the_higher_score_per_mac_and_stops_at_the_given_widths(data):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, grow_policy="gradient", grow_step=1.0, grow_init="split",
+                                 max_epochs=1), data, 0, given)
+    g.train_phase(1)
+    scores = g.group_scores()
+    macs = g.macs()
+    per_mac = {p: scores[p] * 16 / (g.macs(g._widened({p: 16})[0]) - macs) for p in ("fc1", "fc2")}
+    before = g.net.predict(data.x_val, verbose=0)
+    assert g.grow_neurons(*g.cap()) == 16                   # 1.0 x 32, clipped to the given 32
+    first = g.trajectory[-1]["chosen"]
+    assert first == max(per_mac, key=per_mac.get)
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-4)
+    assert g.widths()[first] == 32 and g.can_grow()
+    assert g.grow_neurons(*g.cap()) == 16                   # the other group, the only one below its width
+    assert g.trajectory[-1]["chosen"] != first and g.widths() == {"fc1": 32, "fc2": 32}
+    assert not g.can_grow() and g.grow_neurons(*g.cap()) == 0
