@@ -92,8 +92,7 @@ def grow_run(data, cfg: GrowConfig, seed: int) -> dict:
     return {"test": accuracy(net, data.x_test, data.y_test), "mac_epochs": facts["mac_epochs"],
             "epochs": facts["epochs"], "widths": facts["final"]["widths"], "nonzero": nonzero_kernels(net),
             "stopped_by": facts["stopped_by"], "grown_val": facts["grown"]["accuracy"],
-            "steps": [(r["event"], r["epochs"], r["accuracy"], r["widths"]) for r in facts["trajectory"]],
-            "chosen": [(r["epochs"], r["chosen"], r["scores"]) for r in facts["trajectory"] if "chosen" in r]}
+            "steps": [(r["event"], r["epochs"], r["accuracy"], r["widths"]) for r in facts["trajectory"]]}
 
 
 def scratch_run(data, widths: tuple[int, ...], cfg: GrowConfig, seed: int) -> dict:
@@ -204,10 +203,6 @@ def main(argv=None) -> int:
                   f"| cost ratio {grown['mac_epochs'] / scratch['mac_epochs']:.2f}", flush=True)
             for step in grown["steps"]:
                 print("   grow", step)
-            for epochs, chosen, scores in grown["chosen"]:     # grow_policy gradient: the group widened
-                print(f"   grow chose {chosen} at epoch {epochs}: " + ", ".join(
-                    f"{p} {s['per_unit']:.3g}/unit, {s['per_mac'] if s['per_mac'] is None else format(s['per_mac'], '.3g')}"
-                    f"/MAC" for p, s in scores.items()))
         if args.only != "grow":
             pruned = grow_run(data, prune_cfg, seed)
             row.update(grow_prune=pruned)

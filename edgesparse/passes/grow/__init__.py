@@ -23,12 +23,8 @@
      inactive positions with the largest dense gradient (RigL's regrowth without the drop). They
      start at zero, so the function is unchanged;
    - neurons/channels: every prunable group gains `grow_step` x its given width, or the largest
-     step below that the MAC/parameter cap allows, by graph/surgery.grow. With `grow_policy:
-     gradient` only ONE group widens per growth (by grow_step x its given width, clipped by the
-     cap and by its given width): the one with the highest measured gradient score, the mean
-     squared loss gradient per unit and sample w.r.t. the group's output activations (a
-     training batch), times the units added, per MAC added (Grower.group_scores says why).
-     Either way the function is unchanged. `grow_init` "zero": new producer columns small and random, zero
+     step below that the MAC/parameter cap allows, by graph/surgery.grow. Either way the
+     function is unchanged. `grow_init` "zero": new producer columns small and random, zero
      input rows in their consumers (new positions in a masked kernel are active with the
      layer's density); "split" (Net2WiderNet): each new neuron copies an existing one (every
      old neuron once before any twice), and the readers' rows of a neuron are shared among it
@@ -81,10 +77,6 @@ class GrowConfig(PassConfig):
     grow_init: Literal["zero", "split"] = Field("zero", description="new neurons: 'zero' (read by zero rows, small random "
                                                                    "inputs) or 'split' (copies of existing neurons sharing "
                                                                    "their outgoing weights: Net2WiderNet)")
-    grow_policy: Literal["all", "gradient"] = Field("all", description="which groups widen on a growth: 'all' (every "
-                                                                       "group by grow_step) or 'gradient' (the ONE group "
-                                                                       "whose units the loss pulls on most per MAC added, "
-                                                                       "up to its given width)")
     cap_epochs: Optional[int] = Field(None, ge=1, le=1000, description="the last phase, once the cap allows no more "
                                                                         "growth: this many epochs, the learning rate "
                                                                         "decayed to 0 by a cosine (best epoch kept), "

@@ -54,7 +54,6 @@ class Grower:
             raise UserError(f"grow: {given.name} has no channel group that can grow (run `edgesparse inspect "
                             "MODEL` to see why)")
         self.given_width = {g.producers[0]: g.size for g in self.groups}
-        self.tied = {g.producers[0]: list(g.producers) for g in self.groups}    # grow_policy gradient: its outputs
         self.macs_given, self.params_given = count_macs(given), count_params(given)
         self.teacher_accuracy = accuracy(teacher, data.x_val, data.y_val)
         if c.target_accuracy is not None:
@@ -252,56 +251,8 @@ class Grower:
         if self.masks is not None and not all(m.all() for m in self.masks.values()):
             return True
         macs_cap, params_cap = self.cap()
-        if self.c.grow_policy == "gradient":        # one group at a time, each up to its given width
-            return any(self._fits({p: 1}, macs_cap, params_cap) is not None for p in self._below_given())
-        return self._fits({p: 1 for p in self.given_width}, macs_cap, params_cap) is not None
-
-    def _fits(self, adds: dict[str, int], macs_cap: float, params_cap: float | None):
-        """The widened (net, masks) if `adds` keeps within the cap, else None."""
-        wide, masks = self._widened(adds)
-        ok = self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
-        return (wide, masks) if ok else None
-
-    def _below_given(self) -> list[str]:
-        widths = self.widths()
-        return [p for p, w in self.given_width.items() if widths[p] < w]
-
-    def group_scores(self) -> dict[str, float]:
-        """grow_policy gradient: for every group, the mean over its units and a training batch
-        (GRADIENT_BATCH samples) of the squared per-sample loss gradient w.r.t. the unit's
-        output activation (summed over spatial positions in a conv).
-
-        Why this signal: the growth that scored best so far splits units (Net2WiderNet), and a
-        copy of a unit learns something its source does not only through this gradient: it
-        reaches the copy's incoming weights through the copy's random share of the source's
-        outgoing weights (surgery.grow), so a group whose activations the loss does not pull
-        on gains nothing from copies, at first order, however large its other gradients. A
-        consumer with zero weights pulls on nothing, so its producer scores 0. Per unit (a
-        mean, not a sum) so a wider group does not score higher for being wide; grow_neurons
-        then multiplies by the units a growth adds and divides by the MACs it adds, because
-        MACs are what the cap and the cost (MAC-epochs) count. Not invariant to rescaling
-        (a ReLU layer's weights x c and its reader's / c compute the same function and move
-        the score by c²): it measures the network as trained, not its function."""
-        from edgesparse._tf import keras, tf
-        from edgesparse.train.losses import sparse_cross_entropy
-
-        names = [n for ps in self.tied.values() for n in ps]
-        probe = keras.Model(self.net.inputs, [self.net.get_layer(n).output for n in names] + [self.net.outputs[0]])
-        x, y = self.data.x_train, self.data.y_train
-        idx = self.rng.choice(len(x), size=min(GRADIENT_BATCH, len(x)), replace=False)
-        with tf.GradientTape() as tape:
-            outs = probe(tf.constant(np.asarray(x[idx], np.float32)), training=False)
-            loss = sparse_cross_entropy(self.net)(tf.constant(np.asarray(y[idx])), outs[-1])
-        grads = dict(zip(names, tape.gradient(loss, outs[:-1])))
-        scores = {}
-        for group, producers in self.tied.items():
-            per_unit = []
-            for n in producers:
-                g = grads[n].numpy() * len(idx)          # the batch-mean loss's gradient x batch: per sample
-                g = g.reshape(g.shape[0], -1, g.shape[-1])
-                per_unit.append(np.mean(np.sum(g ** 2, axis=1), axis=0))
-            scores[group] = float(np.mean(np.concatenate(per_unit)))
-        return scores
+        wide, masks = self._widened({p: 1 for p in self.given_width})
+        return self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
 
     def dense_gradients(self, names: list[str]) -> dict[str, np.ndarray]:
         from edgesparse._tf import tf
@@ -343,10 +294,10 @@ class Grower:
             return {p: max(1, int(math.ceil(step * w))) for p, w in self.given_width.items()}
 
         def fits(adds):
-            return self._fits(adds, macs_cap, params_cap)
+            wide, masks = self._widened(adds)
+            ok = self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
+            return (wide, masks) if ok else None
 
-        if self.c.grow_policy == "gradient":
-            return self._grow_one_group(macs_cap, params_cap)
         adds = adds_at(self.c.grow_step)
         found = fits(adds)
         if found is None:
@@ -369,40 +320,6 @@ class Grower:
         added = int(sum(adds.values()))
         self.record("grow neurons", added=adds)
         return added
-
-    def _grow_one_group(self, macs_cap: float, params_cap: float | None) -> int:
-        """grow_policy gradient: widen the one group with the highest group_scores() x units
-        added / MACs added, by grow_step x its given width, or the most units below that which
-        the cap and its given width allow. Returns the channels added."""
-        widths, unit = self.widths(), self.group_scores()
-        options = {}
-        for p in self._below_given():
-            n = min(max(1, int(math.ceil(self.c.grow_step * self.given_width[p]))), self.given_width[p] - widths[p])
-            found = self._fits({p: n}, macs_cap, params_cap)
-            if found is None:                        # the most units within the cap (fits is monotone in n)
-                low, high = 0, n
-                while high - low > 1:
-                    mid = (low + high) // 2
-                    tried = self._fits({p: mid}, macs_cap, params_cap)
-                    if tried is None:
-                        high = mid
-                    else:
-                        low, found = mid, tried
-                n = low
-            if n > 0 and found is not None:
-                added_macs = max(self.macs(found[0]) - self.macs(), 1)
-                options[p] = (unit[p] * n / added_macs, n, found)
-        if not options:
-            return 0
-        chosen = max(options, key=lambda p: options[p][0])     # ties: the first group
-        _, n, (wide, masks) = options[chosen]
-        if self.moments is not None:
-            self.moments = self._widened_moments({chosen: n})
-        self.net, self.masks = wide, masks
-        self.record("grow neurons", added={chosen: n}, policy="gradient", chosen=chosen,
-                    scores={p: {"per_unit": unit[p], "per_mac": options[p][0] if p in options else None}
-                            for p in unit})
-        return n
 
     def _widened(self, adds: dict[str, int]):
         from edgesparse.graph.functional import clone_with_weights
