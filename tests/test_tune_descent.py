@@ -118,3 +118,26 @@ def test_the_descent_sampler_needs_the_space_and_is_seeded():
         return [r["move"] for _, _, r in Toy(only_full, seed=seed).descents(20)]
 
     assert moves(1) == moves(1)
+
+
+def test_tune_with_the_descent_sampler_steps_from_the_baseline(tmp_path):
+    """Through the CLI on the sample MLP: trials 11 and 13 are a round's steps from trial 0."""
+    from pathlib import Path
+
+    from edgesparse.cli import run
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    assert run(["tune", str(root / "sample_models" / "digits_mlp.keras"), "--data",
+                str(root / "sample_models" / "digits.npz"), "--trials", "14", "--no-refine",
+                "--sampler", "descent", "--out", str(out)]) == 0
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path / 'out.study.db'}")[0],
+                              storage=f"sqlite:///{tmp_path / 'out.study.db'}")
+    steps = {t.number: t.user_attrs[descent.DESCENT_KEY] for t in study.trials if descent.DESCENT_KEY in t.user_attrs}
+    assert sorted(steps) == [11, 13]
+    base = study.trials[0].user_attrs["point"]
+    assert study.trials[0].user_attrs["baseline"] == "none"
+    for n, step in steps.items():
+        point = study.trials[n].user_attrs["point"]
+        assert step["parent"] == 0 and point == step["point"]
+        assert [k for k in point if point[k] != base[k]] == [step["move"]]
