@@ -303,8 +303,10 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
     earlier = {}
     if reuse_random is not None:
         old = json.loads(Path(reuse_random).read_text())
+        # A keep-parametrized run stores budget_scale None: the scale only matters with budget.
+        scale = (old.get("budget_scale") or "macs") if parametrization == "budget" else budget_scale
         if old["space"] != space or old["trials"] != trials or old.get("parametrization", "keep") != parametrization \
-                or old.get("budget_scale", "macs") != budget_scale:
+                or scale != budget_scale:
             raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
                              f"{old['trials']} trials, parametrization {old.get('parametrization', 'keep')}; "
                              f"reuse a run of --space {space} with {trials} trials, {parametrization}")
