@@ -63,24 +63,26 @@ def test_the_first_round_asks_every_move_of_the_baseline_and_only_on_odd_trials_
     assert {r["move"] for _, _, r in steps} == {"keep:a", "keep:b", BLOCK}
     assert all(r["parent"] == 0 and r["attempt"] == 0 for _, _, r in steps)
     points = {r["move"]: p for _, p, r in steps}
-    assert points["keep:a"] == {**FULL, "keep:a": 24 / 32}     # a quarter of 32: two SIMD units of 4
-    assert points["keep:b"] == {**FULL, "keep:b": 12 / 16}     # a quarter of 16: one unit
+    assert descent.DESCENT_SHARE == 0.5                        # the widths below follow from it
+    assert points["keep:a"] == {**FULL, "keep:a": 16 / 32}     # half of 32: four SIMD units of 4
+    assert points["keep:b"] == {**FULL, "keep:b": 8 / 16}      # half of 16: two units
     assert points[BLOCK] == {**FULL, BLOCK: DROP}
 
 
 def test_a_round_with_no_feasible_child_is_asked_again_at_half_the_step_then_the_descent_ends():
     toy = Toy(only_full)
     steps = toy.descents(40)
-    second = [(r["move"], p) for _, p, r in steps if r["attempt"] == 1]
-    # keep:a halves to one unit; keep:b's one unit has no half; the block is dropped once only.
-    assert second == [("keep:a", {**FULL, "keep:a": 28 / 32})]
-    assert len(steps) == 4                # then no step is left: TPE takes every later trial
+    by_attempt = {a: sorted((r["move"], p[r["move"]]) for _, p, r in steps if r["attempt"] == a) for a in (1, 2)}
+    # Half steps: keep:a 4 units -> 2 -> 1, keep:b 2 units -> 1 -> none; the block is dropped once only.
+    assert by_attempt[1] == [("keep:a", 24 / 32), ("keep:b", 12 / 16)]
+    assert by_attempt[2] == [("keep:a", 28 / 32)]
+    assert len(steps) == 6                # then no step is left: TPE takes every later trial
     assert descent.propose(toy.study, SPACE, __import__("numpy").random.default_rng(0)) is None
 
 
 def test_the_next_parent_is_the_child_that_lost_least_per_cost_saved():
-    # Dropping the block saves 0.2 of 1.2 for 1 point; shrinking a saves 0.25 for 4 points,
-    # shrinking b 0.25 for 0.5 points: b is the cheapest loss per saving.
+    # Dropping the block saves 0.2 of 1.2 for 1 point; shrinking a saves 0.5 for 4 points,
+    # shrinking b 0.5 for 0.5 points: b is the cheapest loss per saving.
     def accuracy(p):
         lost = {"keep:a": 4.0 * (p["keep:a"] < 1), "keep:b": 0.5 * (p["keep:b"] < 1), BLOCK: 1.0 * (p[BLOCK] == DROP)}
         return 95.0 - sum(lost.values())
@@ -91,7 +93,7 @@ def test_the_next_parent_is_the_child_that_lost_least_per_cost_saved():
     later = [(r, p) for _, p, r in steps if r["parent"] != 0]
     assert len(first) == 3 and later
     parent = toy.study.trials[later[0][0]["parent"]].user_attrs["point"]
-    assert parent == {**FULL, "keep:b": 12 / 16}
+    assert parent == {**FULL, "keep:b": 8 / 16}
     # The next round starts from there: one move changed, the rest as the parent has them.
     r, p = later[0]
     assert sum(p[k] != parent[k] for k in parent) == 1 and cost(p) < cost(parent)
@@ -102,12 +104,25 @@ def test_a_point_already_in_the_study_is_not_asked_again():
     # Before the descent's first turn, put one of its round's points in the study (as TPE might).
     for _ in range(10):
         toy.step()
-    toy.study.enqueue_trial({**FULL, "keep:a": 24 / 32})
+    toy.study.enqueue_trial({**FULL, "keep:a": 16 / 32})
     toy.step()                                           # trial 10 asks it
     steps = toy.descents(10)
     assert {r["move"] for _, _, r in steps if r["attempt"] == 0} == {"keep:b", BLOCK}
     points = [tuple(sorted(p.items())) for _, p, _ in steps]
     assert len(points) == len(set(points))
+
+
+def test_tpe_draws_again_rather_than_repeat_a_measured_point():
+    # Every TPE trial here is told the same result, so its model piles up on a few widths: with
+    # the resampling, the TPE trials (the even ones after the start-up) repeat no measured point
+    # while unmeasured ones remain (the space has 8 x 4 x 2 = 64 points).
+    toy = Toy(lambda p: 95.0)
+    for _ in range(40):
+        toy.step()
+    tpe = [t for t in toy.study.trials[10:] if descent.DESCENT_KEY not in t.user_attrs]
+    keys = [tuple(sorted(t.user_attrs["point"].items())) for t in tpe]
+    earlier = {tuple(sorted(t.user_attrs["point"].items())) for t in toy.study.trials[:10]}
+    assert len(set(keys)) == len(keys) and not set(keys) & earlier
 
 
 def test_the_descent_sampler_needs_the_space_and_is_seeded():
