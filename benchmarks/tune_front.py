@@ -120,12 +120,12 @@ VARIANTS = {"tpe-startup20": {"multivariate": True, "n_startup_trials": 20},
             "tpe-independent": {"multivariate": False, "n_startup_trials": search.TPE_STARTUP}}
 
 
-def make_sampler(name: str, settings):
+def make_sampler(name: str, settings, space=None):
     if name in VARIANTS:
         import optuna
 
         return optuna.samplers.TPESampler(seed=settings.seed, **VARIANTS[name])
-    return search.make_sampler(settings)
+    return search.make_sampler(settings, space=space)
 
 
 def timed(sampler):
@@ -177,7 +177,7 @@ def searched(base, sampler: str, seed: int, trials: int, folder: Path,
     settings = search.TuneSettings(trials=trials, seed=seed, sampler=sampler if sampler in search.SAMPLERS
                                    else search.SAMPLERS[0], max_accuracy_drop=max_accuracy_drop)
     url = f"sqlite:///{folder / f'{base.name}-{sampler}-{seed}.db'}"
-    chooser = timed(make_sampler(sampler, settings))
+    chooser = timed(make_sampler(sampler, settings, base.space))
     if type(chooser.inner).__name__ != _SAMPLER_CLASS.get(sampler, "TPESampler"):
         raise SystemExit(f"--sampler {sampler}: built a {type(chooser.inner).__name__}")
     study = studies.open_study(url, "bench", {"bench": True}, sampler=chooser)
@@ -222,7 +222,7 @@ def mac_check(rows: list[dict], full: float) -> dict | None:
             "budget_miss_max": round(miss[-1], 4)}
 
 
-_SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler"}
+_SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler", "descent": "_Descent"}
 
 
 def infeasible(rows: list[dict]) -> int:
@@ -303,8 +303,10 @@ def run(models: list[str], trials: int, seeds: int, keeps: list[float], out: Pat
     earlier = {}
     if reuse_random is not None:
         old = json.loads(Path(reuse_random).read_text())
+        # A keep-parametrized run stores budget_scale None: the scale only matters with budget.
+        scale = (old.get("budget_scale") or "macs") if parametrization == "budget" else budget_scale
         if old["space"] != space or old["trials"] != trials or old.get("parametrization", "keep") != parametrization \
-                or old.get("budget_scale", "macs") != budget_scale:
+                or scale != budget_scale:
             raise SystemExit(f"--reuse-random {reuse_random}: it searched the {old['space']} space with "
                              f"{old['trials']} trials, parametrization {old.get('parametrization', 'keep')}; "
                              f"reuse a run of --space {space} with {trials} trials, {parametrization}")

@@ -107,7 +107,7 @@ def setup_attrs(model: Path, target: str, data: Path | None, settings: search.Tu
 def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
              data: Path | None, setup: dict[str, Any] | None = None, worker: str | None = None):
     study = studies.open_study(storage, name, identity(base, settings, data),
-                               sampler=search.make_sampler(settings, worker))
+                               sampler=search.make_sampler(settings, worker, base.space))
     if setup is not None and "setup" not in study.user_attrs:
         study.set_user_attr("setup", setup)
     return study

@@ -84,15 +84,13 @@ class SearchSpace:
     def sample(self, trial) -> dict[str, Any]:
         """Ask an Optuna trial for every knob (the trial records the distributions), then round
         each keep fraction to a width the target's kernels like."""
-        params: dict[str, Any] = {}
-        for k in self.knobs:
-            if k.kind == "float":
-                value = trial.suggest_float(k.name, k.low, k.high)
-                group = k.name[len(KEEP_PREFIX):]
-                params[k.name] = rounded(value, self.group_sizes[group], self.round_to)
-            else:
-                params[k.name] = trial.suggest_categorical(k.name, list(k.choices))
-        return params
+        return self.built({k.name: trial.suggest_float(k.name, k.low, k.high) if k.kind == "float"
+                           else trial.suggest_categorical(k.name, list(k.choices)) for k in self.knobs})
+
+    def built(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The point that sampled values build: keep fractions rounded to the target's widths."""
+        return {name: rounded(float(v), self.group_sizes[name[len(KEEP_PREFIX):]], self.round_to)
+                if name.startswith(KEEP_PREFIX) else v for name, v in params.items()}
 
     def uniform(self, keep: float, precision: str | None = None) -> dict[str, Any]:
         """A point where every group keeps the same fraction: the default recipe's way."""

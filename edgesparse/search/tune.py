@@ -27,7 +27,7 @@ from edgesparse.search.trials import Base, TrialResult, run_trial
 
 UNIFORM_BASELINES = (0.75, 0.55)      # keep fractions enqueued besides the default recipe's
 PICK_RULES = ("fastest-within-budget", "most-accurate", "smallest-within-budget")
-SAMPLERS = ("tpe", "nsga2", "random", "gp")   # the default first; random is the control
+SAMPLERS = ("tpe", "descent", "nsga2", "random", "gp")   # the default first; random is the control
 TPE_STARTUP = 10                      # random trials before TPE models the space
 GP_STARTUP = 10                       # random trials before the Gaussian process models it
 
@@ -79,7 +79,7 @@ def constraint_values(result: TrialResult, reference: float | None, s: TuneSetti
     return values
 
 
-def make_sampler(settings: TuneSettings, worker: str | None = None):
+def make_sampler(settings: TuneSettings, worker: str | None = None, space: SearchSpace | None = None):
     """TPE, NSGA-II and GP all read the constraints each trial sets (`Trial.set_constraint`).
 
     TPE (multivariate: the widths of consecutive groups interact) is the default: at a budget of
@@ -88,7 +88,9 @@ def make_sampler(settings: TuneSettings, worker: str | None = None):
     TPE_STARTUP trials (the enqueued baselines among them). `gp` is Optuna's Gaussian-process
     sampler (log constrained expected hypervolume improvement; running trials of other workers
     enter its q-batch acquisition, so it needs no constant liar); it needs torch, which is not
-    in the `search` extra (docs/tune.md says why and what it measured)."""
+    in the `search` extra (docs/tune.md says why and what it measured). `descent` is that TPE
+    with every other trial a NetAdapt-style step from the cheapest feasible point
+    (search/descent.py); it needs the `space`."""
     import optuna
 
     # Every process that joins a study builds its own sampler: with the study's seed they would all
@@ -107,8 +109,15 @@ def make_sampler(settings: TuneSettings, worker: str | None = None):
         return _gp_sampler(seed)
     # constant_liar: trials running on other workers count as bad guesses, so parallel workers
     # spread out instead of all sampling next to the current best.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=TPE_STARTUP,
-                                      constant_liar=worker is not None)
+    tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=TPE_STARTUP,
+                                     constant_liar=worker is not None)
+    if settings.sampler == "descent":
+        from edgesparse.search import descent
+
+        if space is None:
+            raise ValueError("the descent sampler needs the search space")
+        return descent.make(tpe, space, seed, TPE_STARTUP)
+    return tpe
 
 
 def _gp_sampler(seed: int):
