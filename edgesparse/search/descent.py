@@ -1,4 +1,4 @@
-"""TPE with a NetAdapt-style descent from the cheapest feasible point (`--sampler descent`).
+"""TPE with a NetAdapt-style descent from the no-compression baseline (`--sampler descent`).
 
 Why: under an accuracy budget the front's cheap end decides most of what a search is worth
 (the user's `--pick fastest-within-budget` lives there), and TPE learns to stay away from it:
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.search.space import DEPTH_PREFIX, DROP, KEEP, KEEP_PREFIX, SearchSpace
+from edgesparse.search.tune import feasible as _feasible
 
 DESCENT_KEY = "descent"
 DESCENT_SHARE = 0.5      # a first step removes half of the group's current width
@@ -50,14 +51,10 @@ def _optuna():
     return optuna
 
 
-class DescentSampler:
-    """Built by `make()`: an Optuna BaseSampler subclass is defined lazily, because optuna is an
-    optional extra and this module is imported with the rest of search/."""
-
-
 def make(inner, space: SearchSpace, seed: int | None, startup: int):
+    """The sampler: `inner` (TPE) wrapped. The BaseSampler subclass is defined here, not at
+    import, because optuna is an optional extra."""
     optuna = _optuna()
-    from optuna.trial import TrialState
 
     class _Descent(optuna.samplers.BaseSampler):
         def __init__(self):
@@ -140,10 +137,6 @@ def _key(point: dict[str, Any]) -> tuple:
 
 def _asked_keys(study) -> set[tuple]:
     return {_key(_point(t)) for t in study.get_trials(deepcopy=False) if t.params or t.user_attrs}
-
-
-def _feasible(t) -> bool:
-    return all(c <= 0 for c in t.user_attrs.get("constraints", []))
 
 
 def moves(space: SearchSpace, point: dict[str, Any]) -> list[str]:

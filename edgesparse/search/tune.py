@@ -89,7 +89,7 @@ def make_sampler(settings: TuneSettings, worker: str | None = None, space: Searc
     sampler (log constrained expected hypervolume improvement; running trials of other workers
     enter its q-batch acquisition, so it needs no constant liar); it needs torch, which is not
     in the `search` extra (docs/tune.md says why and what it measured). `descent` is that TPE
-    with every other trial a NetAdapt-style step from the cheapest feasible point
+    with every other trial a NetAdapt-style step, starting from the no-compression baseline
     (search/descent.py); it needs the `space`."""
     import optuna
 
