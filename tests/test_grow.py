@@ -254,3 +254,90 @@ def test_cap_epochs_anneal_the_last_phase_for_exactly_that_many_epochs(data):
               callbacks=[cosine_decay(1e-3, 8), Watch()])
     assert seen[0] == pytest.approx(1e-3) and seen[-1] < 0.05 * 1e-3
     assert all(a >= b for a, b in zip(seen, seen[1:]))
+
+
+# ------------------------------------------------------------------ grow_init gradmax
+
+def new_incoming_gradient(net, producer: str, old: int, x, y) -> float:
+    """Norm of the loss gradient on `producer`'s new units' incoming weights (columns old..)."""
+    import tensorflow as tf
+
+    from edgesparse.train.losses import CrossEntropy
+
+    kernel = net.get_layer(producer).kernel
+    with tf.GradientTape() as tape:
+        loss = CrossEntropy()(net, tf.constant(x), tf.constant(y), training=False)
+    return float(np.linalg.norm(tape.gradient(loss, kernel).numpy()[:, old:]))
+
+
+def trained_gradmax_grower(data, **kw):
+    given = mlp()
+    g = Grower(given, GrowConfig(start_width=0.5, grow_init="gradmax", max_epochs=1, **kw), data, 0, given)
+    g.train_phase(1)                    # trained weights: a gradient worth following
+    return g
+
+
+def test_gradmax_growth_keeps_outputs_and_records_what_it_saw(data):
+    g = trained_gradmax_grower(data, grow_step=0.125)          # 16-16 -> 20-20
+    before = g.net.predict(data.x_val, verbose=0)
+    assert g.grow_neurons(*g.cap()) == 8 and g.widths() == {"fc1": 20, "fc2": 20}
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-5)
+    fc1 = g.net.get_layer("fc1")
+    assert not fc1.kernel.numpy()[:, 16:].any()                 # zero incoming weights...
+    assert np.all(fc1.bias.numpy()[16:] > 0)                   # ...but ReLU's gradient is 1 there
+    seen = g.trajectory[-1]["gradmax"]
+    assert 4 <= seen["fc1"]["rank"] <= 16 and seen["fc1"]["singular"] == 4   # G is 64 x 16 (fc2's units;
+    assert seen["fc1"]["random"] == 0                           # a unit dead on the batch adds nothing)
+    assert seen["fc2"]["rank"] == 9 and seen["fc2"]["singular"] == 4   # into 10 softmax outputs: rank 9
+
+
+def test_gradmax_gives_new_incoming_weights_more_gradient_than_zero_or_random_readers(data):
+    from edgesparse.graph.surgery import grow
+    from edgesparse.passes.grow.gradmax import growth_matrix, read_out, widen
+
+    g = trained_gradmax_grower(data)
+    net, k = g.net, 4
+    x, y = (np.asarray(a) for a in g.gradient_batch())
+    x = x.astype(np.float32)
+    gradmax, _ = widen(net, "fc1", k, x, y, 0.5, np.random.default_rng(0))
+    zero = grow(net, "fc1", k)                                  # small random inputs, zero reader rows
+    rows = gradmax.get_layer("fc2").kernel.numpy()[16:]        # GradMax's outgoing rows
+    random = grow(net, "fc1", k, scale=0.0)                     # the same norms, random directions
+    shuffled = np.random.default_rng(1).standard_normal(rows.shape)
+    read_out(random, "fc1", "fc2", 16, shuffled / np.linalg.norm(shuffled, axis=1, keepdims=True)
+             * np.linalg.norm(rows, axis=1, keepdims=True))
+    for wide in (gradmax, zero, random):                        # all three compute the same function
+        np.testing.assert_allclose(wide.predict(data.x_val, verbose=0), net.predict(data.x_val, verbose=0), atol=1e-5)
+    norms = {name: new_incoming_gradient(w, "fc1", 16, x, y) for name, w in
+             (("gradmax", gradmax), ("zero", zero), ("random", random))}
+    assert norms["gradmax"] > norms["zero"] and norms["gradmax"] > 1.5 * norms["random"], norms
+    # and it is what GradMax predicts: c x sqrt(sum of the top-k squared singular values of G)
+    s = np.linalg.svd(growth_matrix(net, "fc1", "fc2", x, y), compute_uv=False)
+    c = float(np.linalg.norm(rows[0]))
+    assert norms["gradmax"] == pytest.approx(c * np.sqrt(np.sum(s[:k] ** 2)), rel=1e-3)
+
+
+def test_gradmax_beyond_the_rank_gives_every_new_unit_its_own_direction(data):
+    g = trained_gradmax_grower(data, grow_step=1.0)            # 16-16 -> 32-32: fc2 adds 16 > rank 9
+    before = g.net.predict(data.x_val, verbose=0)
+    assert g.grow_neurons(*g.cap()) == 32
+    np.testing.assert_allclose(g.net.predict(data.x_val, verbose=0), before, atol=1e-5)
+    assert g.trajectory[-1]["gradmax"]["fc2"] == {"rank": 9, "singular": 9, "random": 7}
+    rows = g.net.get_layer("probs").kernel.numpy()[16:]
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    cosines = unit @ unit.T - np.eye(len(unit))
+    assert np.abs(cosines).max() < 0.999                        # no two new units alike
+    assert np.abs(rows.sum(axis=1)).max() < 1e-4 * np.abs(rows).max()   # in G's span: no softmax-null part
+    g.train_phase(1)                                            # and it trains on
+    assert g.epochs == 2
+
+
+def test_gradmax_refuses_what_it_cannot_initialise(data):
+    with pytest.raises(ValidationError, match="gradmax needs a dense start"):
+        GrowConfig(grow_init="gradmax", start_density=0.5)
+    keras.utils.set_random_seed(0)
+    i = keras.Input((64,))
+    h = keras.layers.Dense(32, activation="relu", name="fc1")(i)
+    no_bias = keras.Model(i, keras.layers.Dense(10, activation="softmax", use_bias=False, name="probs")(h))
+    with pytest.raises(UserError, match="gradmax cannot widen.*no bias"):
+        Grower(no_bias, GrowConfig(grow_init="gradmax"), data, 0, no_bias)
