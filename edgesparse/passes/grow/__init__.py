@@ -29,10 +29,7 @@
      layer's density); "split" (Net2WiderNet): each new neuron copies an existing one (every
      old neuron once before any twice), and the readers' rows of a neuron are shared among it
      and its copies by random fractions per weight, so the new neurons are active and get
-     gradient at once (the copies inherit their source's mask); "gradmax" (Evci et al. 2022,
-     gradmax.py): zero incoming weights, outgoing rows the top singular vectors of the
-     gradient that maximise the new incoming weights' gradient (a Dense read by one Dense,
-     dense start only).
+     gradient at once (the copies inherit their source's mask).
 4. Stop when the target is reached (`target_accuracy`, else the teacher's accuracy minus
    `accuracy_budget`), the cap is spent, or `max_epochs` are used.
 5. Optionally prune (`prune_to_params`: nonzero kernel weights): magnitude masks on a cubic
@@ -48,8 +45,7 @@ Every step is recorded: widths, connections (nonzero kernel weights), accuracy, 
 and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
 
 The package: this module (the settings and the pass), grower.py (the algorithm: start, grow,
-prune, record), gradmax.py (GradMax's initialisation of new neurons) and callbacks.py (what
-the grow loop adds to the one training loop).
+prune, record) and callbacks.py (what the grow loop adds to the one training loop).
 """
 from __future__ import annotations
 
@@ -78,14 +74,9 @@ class GrowConfig(PassConfig):
     patience: int = Field(3, ge=1, le=100, description="epochs without a better validation accuracy that count as a plateau")
     grow_patience: int = Field(2, ge=1, le=100, description="the plateau that triggers a growth, in epochs; the last "
                                                             "phase, at the cap, stops on patience")
-    grow_init: Literal["zero", "split", "gradmax"] = Field("zero", description="new neurons: 'zero' (read by zero rows, small "
-                                                                              "random inputs), 'split' (copies of existing "
-                                                                              "neurons sharing their outgoing weights: "
-                                                                              "Net2WiderNet) or 'gradmax' (zero inputs, "
-                                                                              "outgoing weights that maximise their "
-                                                                              "gradient; Dense read by one Dense only)")
-    gradmax_scale: float = Field(0.5, gt=0, le=10, description="grow_init gradmax: each new outgoing row's L2 norm, as a "
-                                                                 "multiple of the old units' mean (growneuron's mean_norm)")
+    grow_init: Literal["zero", "split"] = Field("zero", description="new neurons: 'zero' (read by zero rows, small random "
+                                                                   "inputs) or 'split' (copies of existing neurons sharing "
+                                                                   "their outgoing weights: Net2WiderNet)")
     cap_epochs: Optional[int] = Field(None, ge=1, le=1000, description="the last phase, once the cap allows no more "
                                                                         "growth: this many epochs, the learning rate "
                                                                         "decayed to 0 by a cosine (best epoch kept), "
@@ -116,9 +107,6 @@ class GrowConfig(PassConfig):
         if self.start_density is not None and not 0.0 < self.start_density <= 1.0:
             raise ValueError(f"start_density {self.start_density:g} is outside (0, 1]; it is the fraction of "
                              "kernel weights active at the start, e.g. 0.2")
-        if self.grow_init == "gradmax" and self.start_density is not None and self.start_density < 1.0:
-            raise ValueError("grow_init gradmax needs a dense start (no start_density): a mask on the new outgoing "
-                             "weights would undo the bias compensation that keeps the function unchanged")
         return self
 
 

@@ -62,12 +62,6 @@ class Grower:
             self.target = self.teacher_accuracy - c.accuracy_budget
             self.target_source = f"given model {self.teacher_accuracy:.2f}% - budget {c.accuracy_budget:g}"
         self.net = self._start(given, graph)
-        if c.grow_init == "gradmax":
-            from edgesparse.passes.grow.gradmax import why_not
-
-            refused = [w for w in (why_not(self.net, p) for p in self.given_width) if w]
-            if refused:
-                raise UserError(f"grow_init gradmax cannot widen this model: {'; '.join(refused)} (use split or zero)")
         self.masks: dict[str, np.ndarray] | None = None
         if c.start_density is not None and c.start_density < 1.0:
             self.masks = {n: self.rng.random(tuple(self.net.get_layer(n).kernel.shape)) < c.start_density
@@ -257,24 +251,19 @@ class Grower:
         if self.masks is not None and not all(m.all() for m in self.masks.values()):
             return True
         macs_cap, params_cap = self.cap()
-        wide, masks = self._widened({p: 1 for p in self.given_width}, sizes_only=True)
+        wide, masks = self._widened({p: 1 for p in self.given_width})
         return self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
-
-    def gradient_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """GRADIENT_BATCH training samples at random: the batch a growth measures gradients on."""
-        x, y = self.data.x_train, self.data.y_train
-        idx = self.rng.choice(len(x), size=min(GRADIENT_BATCH, len(x)), replace=False)
-        return x[idx], y[idx]
 
     def dense_gradients(self, names: list[str]) -> dict[str, np.ndarray]:
         from edgesparse._tf import tf
         from edgesparse.train.losses import CrossEntropy
 
-        x, y = self.gradient_batch()
+        x, y = self.data.x_train, self.data.y_train
+        idx = self.rng.choice(len(x), size=min(GRADIENT_BATCH, len(x)), replace=False)
         kernels = [self.net.get_layer(n).kernel for n in names]
         with tf.GradientTape() as tape:
-            value = CrossEntropy()(self.net, tf.constant(np.asarray(x, np.float32)),
-                                   tf.constant(np.asarray(y)), training=False)
+            value = CrossEntropy()(self.net, tf.constant(np.asarray(x[idx], np.float32)),
+                                   tf.constant(np.asarray(y[idx])), training=False)
         return {n: np.abs(g.numpy()) for n, g in zip(names, tape.gradient(value, kernels))}
 
     def grow_connections(self, params_cap: float | None) -> int:
@@ -305,7 +294,7 @@ class Grower:
             return {p: max(1, int(math.ceil(step * w))) for p, w in self.given_width.items()}
 
         def fits(adds):
-            wide, masks = self._widened(adds, sizes_only=True)
+            wide, masks = self._widened(adds)
             ok = self.macs(wide) <= macs_cap and (params_cap is None or self.params(wide, masks) <= params_cap)
             return (wide, masks) if ok else None
 
@@ -325,35 +314,19 @@ class Grower:
                 else:
                     low, adds, found = mid, adds_at(mid), tried
         wide, masks = found
-        notes = {}
-        if self.c.grow_init == "gradmax":       # the sizes fit: now the measured initialisation
-            wide, masks, notes = self._widened(adds, notes=True)
         if self.moments is not None:
             self.moments = self._widened_moments(adds)
         self.net, self.masks = wide, masks
         added = int(sum(adds.values()))
-        self.record("grow neurons", added=adds, **({"gradmax": notes} if notes else {}))
+        self.record("grow neurons", added=adds)
         return added
 
-    def _widened(self, adds: dict[str, int], sizes_only: bool = False, notes: bool = False):
-        """The net widened by `adds` and its masks (and, with `notes`, what gradmax saw). With
-        `sizes_only` the caller only counts MACs/params: gradmax's measured init (a gradient
-        and an SVD per group) is skipped for zero units of the same shapes; split and zero
-        draw as before, so their runs repeat."""
+    def _widened(self, adds: dict[str, int]):
         from edgesparse.graph.functional import clone_with_weights
         from edgesparse.graph.surgery import grow
 
-        wide, splits, seen = self.net, {}, {}
+        wide, splits = self.net, {}
         for producer, n in adds.items():
-            if self.c.grow_init == "gradmax":
-                if sizes_only:
-                    wide = grow(wide, producer, n, scale=0.0)
-                else:                           # groups one after another, each on the net so far
-                    from edgesparse.passes.grow.gradmax import widen
-
-                    wide, seen[producer] = widen(wide, producer, n, *self.gradient_batch(), self.c.gradmax_scale,
-                                                 self.rng)
-                continue
             if self.c.grow_init == "split":     # Net2WiderNet: every channel copied before any twice
                 width = int(wide.get_layer(producer).output_shape[-1])
                 splits[producer] = np.concatenate([self.rng.permutation(width)
@@ -361,7 +334,7 @@ class Grower:
             seed = int(self.rng.integers(2**31)) if producer in splits else 0   # zero units draw nothing
             wide = grow(wide, producer, n, split=splits.get(producer), seed=seed)
         if self.masks is None:
-            return (wide, None, seen) if notes else (wide, None)
+            return wide, None
         # The masks grow the same way: old active = +1, old inactive = -1; a new position is 0
         # (zero-contribution units, scale 0) or its source's mark times a positive share (split).
         marks = clone_with_weights(self.net)
@@ -376,7 +349,7 @@ class Grower:
             masks[name] = (mark > 0) | fresh
             k = wide.get_layer(name).kernel
             k.assign(k.numpy() * masks[name])
-        return (wide, masks, seen) if notes else (wide, masks)
+        return wide, masks
 
     def _widened_moments(self, adds: dict[str, int]) -> dict[str, Any]:
         """The carried Adam moments, embedded in the widened network's shapes like its weights
