@@ -52,6 +52,7 @@ COST = 1                 # objective index of latency (study.OBJECTIVES: accurac
 # The walks the descent trials take turns at, each with its own rule for the next parent
 # (`_best_child`): "netadapt" keeps accuracy, "cheapest" digs into the cheap end.
 PARENT_RULES = ("netadapt", "cheapest")
+PER_MOVE = True          # each move searches its own step (half, quarter, ...) before the rule picks
 RESTART = True           # an ended walk starts again from the cheapest feasible point it has not been
 
 
@@ -247,24 +248,72 @@ def propose(study, space: SearchSpace, rng, rule: str = "netadapt") -> tuple[dic
         parent, attempt = root, 0
         while True:
             visited.add(parent.number)
-            base = _point(parent)
-            round_ = {m: p for m in moves(space, base) if (p := stepped(space, base, m, attempt)) is not None}
-            if not round_:
+            step = _round(space, parent, attempt, by_key, rule, state) if not PER_MOVE else \
+                _round_per_move(space, parent, by_key, rule, state)
+            if step is None:                                   # no step left: the walk ends
                 break
-            asked = {m: by_key.get(_key(p), []) for m, p in round_.items()}
-            fresh = [m for m, ts in asked.items() if not ts]
-            if fresh:
-                move = fresh[int(rng.integers(len(fresh)))]
-                return round_[move], {"rule": rule, "root": root.number, "parent": parent.number, "move": move,
-                                      "attempt": attempt, "point": round_[move]}
-            if any(t.state in (state.RUNNING, state.WAITING) for ts in asked.values() for t in ts):
+            kind, value = step
+            if kind == "ask":
+                # Every move's full step before any move's smaller one: the first told results
+                # already say which groups have room.
+                value = [v for v in value if v[2] == min(a for _, _, a in value)]
+                move, point, at = value[int(rng.integers(len(value)))]
+                return point, {"rule": rule, "root": root.number, "parent": parent.number, "move": move,
+                               "attempt": at, "point": point}
+            if kind == "wait":
                 return None
-            child = _best_child(parent, [t for ts in asked.values() for t in ts if t.state == state.COMPLETE], rule)
-            if child is None:
+            if kind == "retry":
                 attempt += 1
             else:
-                parent, attempt = child, 0
+                parent, attempt = value, 0
         if not RESTART:
             return None
         root = _restart_root(done, visited)
     return None
+
+
+def _round(space, parent, attempt, by_key, rule, state):
+    """Stop 21's round: every move at one step; none feasible: the caller asks them all again at
+    half the step."""
+    base = _point(parent)
+    round_ = {m: p for m in moves(space, base) if (p := stepped(space, base, m, attempt)) is not None}
+    if not round_:
+        return None
+    asked = {m: by_key.get(_key(p), []) for m, p in round_.items()}
+    fresh = [(m, round_[m], attempt) for m, ts in asked.items() if not ts]
+    if fresh:
+        return "ask", fresh
+    if any(t.state in (state.RUNNING, state.WAITING) for ts in asked.values() for t in ts):
+        return "wait", None
+    child = _best_child(parent, [t for ts in asked.values() for t in ts if t.state == state.COMPLETE], rule)
+    return ("retry", None) if child is None else ("parent", child)
+
+
+def _round_per_move(space, parent, by_key, rule, state):
+    """A round where each move searches its own step: the full step, and while its point is
+    infeasible (or no cheaper), half of it, and so on (a binary search of the width toward the
+    constraint, so widths like 12 of 64 are reachable from 64). When every move has its feasible
+    child or no step left, the rule picks among the children."""
+    base = _point(parent)
+    children, fresh, running = [], [], False
+    for m in moves(space, base):
+        attempt = 0
+        while (p := stepped(space, base, m, attempt)) is not None:
+            ts = by_key.get(_key(p), [])
+            if not ts:
+                fresh.append((m, p, attempt))
+                break
+            if any(t.state in (state.RUNNING, state.WAITING) for t in ts):
+                running = True
+                break
+            good = [t for t in ts if t.state == state.COMPLETE and _best_child(parent, [t], rule) is not None]
+            if good:
+                children.append(good[0])
+                break
+            attempt += 1
+    if fresh:
+        return "ask", fresh
+    if running:
+        return "wait", None
+    child = _best_child(parent, children, rule)
+    return None if child is None else ("parent", child)
