@@ -14,26 +14,20 @@ it, and a resumed study carries on where it stopped):
 - it starts at the no-compression baseline; a round asks every move from the current parent:
   shrink one channel group by a share of its current width (DESCENT_SHARE, at least one SIMD
   unit) or drop one residual block the parent keeps, every other knob the parent's;
-- when the round is told, the next parent is one of its feasible children, by the walk's rule
-  (PARENT_RULES; the descent trials take turns among the walks): "netadapt", the child that lost
-  the least accuracy per unit of latency saved (NetAdapt picks the most accurate proposal at a
-  fixed saving; ours differ in saving, so the ratio), and "cheapest", the child with the least
-  latency, which digs into the cheap end (stop 21's NetAdapt walk alone stalled at about 83k
-  MACs on digits_cnn, where random search found feasible points at 67k);
-- a round with no feasible child is asked again at half the step; a group whose step falls
-  below one SIMD unit, and a block dropped once, have no step left; with none left the walk
-  ends and starts again (RESTART) from the cheapest feasible trial of the study, any sampler's,
-  it has not been a parent at; with no such trial left the walk is over and TPE takes its turns;
-- a round's point already in the study is not asked again (its result counts: the walks share
-  their first round), and while the round's last points run elsewhere, the turn passes on.
+- when the round is told, the next parent is its feasible child that lost the least accuracy
+  per unit of latency saved (NetAdapt picks the most accurate proposal at a fixed saving; ours
+  differ in saving, so the ratio); a round with no feasible child is asked again at half the
+  step; a group whose step falls below one SIMD unit, and a block dropped once, have no step
+  left; with none left the descent ends and TPE takes every trial;
+- a round's point already in the study is not asked again (its result counts), and while the
+  round's last points run elsewhere, TPE takes the trial.
 
 TPE's own trials are drawn again (up to RESAMPLES times, then at random) when their rounded
 widths are a point the study has measured: on a residual CNN whose 16-channel groups round to four widths, plain
 TPE spent 18-24 of 60 trials on repeats.
 
-Each descent trial records its step in the user attribute `descent` (rule, root and parent
-numbers, move, attempt, point); the walks themselves are replayed from the trials' points and
-results.
+Each descent trial records its step in the user attribute `descent` (parent number, move,
+attempt, point); the walk itself is replayed from the trials' points and results.
 """
 from __future__ import annotations
 
@@ -49,11 +43,6 @@ DESCENT_KEY = "descent"
 DESCENT_SHARE = 0.5      # a first step removes half of the group's current width
 RESAMPLES = 20          # TPE draws per trial before a repeated point is accepted
 COST = 1                 # objective index of latency (study.OBJECTIVES: accuracy, latency_ms, bytes)
-# The walks the descent trials take turns at, each with its own rule for the next parent
-# (`_best_child`): "netadapt" keeps accuracy, "cheapest" digs into the cheap end.
-PARENT_RULES = ("netadapt", "cheapest")
-PER_MOVE = True          # each move searches its own step (half, quarter, ...) before the rule picks
-RESTART = True           # an ended walk starts again from the cheapest feasible point it has not been
 
 
 def _optuna():
@@ -84,14 +73,7 @@ def make(inner, space: SearchSpace, seed: int | None, startup: int):
             self.inner.before_trial(study, trial)
             if trial.system_attrs.get("fixed_params") or trial.number < self.startup or trial.number % 2 == 0:
                 return
-            # The descent trials take turns among the walks; a walk with nothing to ask (its
-            # round's last points run elsewhere, or it ended) gives its turn to the next.
-            turn = ((trial.number - self.startup) // 2) % len(PARENT_RULES)
-            step = None
-            for rule in PARENT_RULES[turn:] + PARENT_RULES[:turn]:
-                step = propose(study, self.space, self._rng, rule)
-                if step is not None:
-                    break
+            step = propose(study, self.space, self._rng)
             if step is None:
                 return
             point, attrs = step
@@ -197,26 +179,12 @@ def _root(done):
     return max(feasible, key=lambda t: (t.values[0], -t.values[COST], -t.number)) if feasible else None
 
 
-def _restart_root(done, visited: set[int]):
-    """Where an ended walk starts again: the cheapest feasible trial (any sampler's) it has not
-    been a parent at. Why: on digits_cnn the walks end at about 83k MACs while random search's
-    cheapest feasible points (one group very narrow, the others wide) sit off their path; a
-    walk from such a point searches its neighbourhood."""
-    fresh = [t for t in done if _feasible(t) and t.number not in visited]
-    return min(fresh, key=lambda t: (t.values[COST], -t.values[0], t.number)) if fresh else None
-
-
-def _best_child(parent, children, rule: str = "netadapt"):
-    """The next parent among a round's feasible results cheaper than the parent.
-
-    netadapt: the least accuracy lost per unit of cost saved (a child as accurate as its parent
-    costs nothing: then the biggest saving). cheapest: the fewest cost (then the most accurate),
-    which walks to the cheap end of the feasible region along the group that saves most."""
+def _best_child(parent, children):
+    """NetAdapt's choice among a round's feasible results: the least accuracy lost per unit of
+    cost saved (a child as accurate as its parent costs nothing: then the biggest saving)."""
     ok = [c for c in children if _feasible(c) and c.values[COST] < parent.values[COST]]
     if not ok:
         return None
-    if rule == "cheapest":
-        return min(ok, key=lambda c: (c.values[COST], -c.values[0], c.number))
 
     def lost_per_saved(c):
         saved = parent.values[COST] - c.values[COST]
@@ -225,16 +193,15 @@ def _best_child(parent, children, rule: str = "netadapt"):
     return min(ok, key=lost_per_saved)
 
 
-def propose(study, space: SearchSpace, rng, rule: str = "netadapt") -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The next step of the walk with parent rule `rule`: (the point to ask, its `descent`
-    record), or None when its round in progress has every point asked (the trial goes to
-    another walk or TPE) or no walk is left.
+def propose(study, space: SearchSpace, rng) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The next descent step: (the point to ask, its `descent` record), or None when the round
+    in progress has every point asked (TPE takes the trial) or the descent has ended.
 
     The walk is replayed from the study each time: from the root, a round asks every move at the
     current step; when all its points are told, the best feasible child (`_best_child`) is the
-    next parent; a round with none is asked again at half the step; with no step left the walk
-    ends and (RESTART) starts again from `_restart_root`. A round's point that is in the study
-    already (TPE or the other walk may have asked it) is not asked again: its result counts."""
+    next parent; a round with none is asked again at half the step; no step left ends it. A
+    round's point that is in the study already (TPE may have asked it) is not asked again: its
+    result counts."""
     optuna = _optuna()
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False, states=(state.COMPLETE, state.RUNNING, state.FAIL, state.WAITING))
@@ -242,78 +209,23 @@ def propose(study, space: SearchSpace, rng, rule: str = "netadapt") -> tuple[dic
     for t in trials:
         by_key.setdefault(_key(_point(t)), []).append(t)
     done = [t for t in trials if t.state == state.COMPLETE and t.values is not None]
-    visited: set[int] = set()
-    root = _root(done)
-    while root is not None:
-        parent, attempt = root, 0
-        while True:
-            visited.add(parent.number)
-            step = _round(space, parent, attempt, by_key, rule, state) if not PER_MOVE else \
-                _round_per_move(space, parent, by_key, rule, state)
-            if step is None:                                   # no step left: the walk ends
-                break
-            kind, value = step
-            if kind == "ask":
-                # Every move's full step before any move's smaller one: the first told results
-                # already say which groups have room.
-                value = [v for v in value if v[2] == min(a for _, _, a in value)]
-                move, point, at = value[int(rng.integers(len(value)))]
-                return point, {"rule": rule, "root": root.number, "parent": parent.number, "move": move,
-                               "attempt": at, "point": point}
-            if kind == "wait":
-                return None
-            if kind == "retry":
-                attempt += 1
-            else:
-                parent, attempt = value, 0
-        if not RESTART:
+    parent, attempt = _root(done), 0
+    while parent is not None:
+        base = _point(parent)
+        round_ = {m: p for m in moves(space, base) if (p := stepped(space, base, m, attempt)) is not None}
+        if not round_:
             return None
-        root = _restart_root(done, visited)
-    return None
-
-
-def _round(space, parent, attempt, by_key, rule, state):
-    """Stop 21's round: every move at one step; none feasible: the caller asks them all again at
-    half the step."""
-    base = _point(parent)
-    round_ = {m: p for m in moves(space, base) if (p := stepped(space, base, m, attempt)) is not None}
-    if not round_:
-        return None
-    asked = {m: by_key.get(_key(p), []) for m, p in round_.items()}
-    fresh = [(m, round_[m], attempt) for m, ts in asked.items() if not ts]
-    if fresh:
-        return "ask", fresh
-    if any(t.state in (state.RUNNING, state.WAITING) for ts in asked.values() for t in ts):
-        return "wait", None
-    child = _best_child(parent, [t for ts in asked.values() for t in ts if t.state == state.COMPLETE], rule)
-    return ("retry", None) if child is None else ("parent", child)
-
-
-def _round_per_move(space, parent, by_key, rule, state):
-    """A round where each move searches its own step: the full step, and while its point is
-    infeasible (or no cheaper), half of it, and so on (a binary search of the width toward the
-    constraint, so widths like 12 of 64 are reachable from 64). When every move has its feasible
-    child or no step left, the rule picks among the children."""
-    base = _point(parent)
-    children, fresh, running = [], [], False
-    for m in moves(space, base):
-        attempt = 0
-        while (p := stepped(space, base, m, attempt)) is not None:
-            ts = by_key.get(_key(p), [])
-            if not ts:
-                fresh.append((m, p, attempt))
-                break
-            if any(t.state in (state.RUNNING, state.WAITING) for t in ts):
-                running = True
-                break
-            good = [t for t in ts if t.state == state.COMPLETE and _best_child(parent, [t], rule) is not None]
-            if good:
-                children.append(good[0])
-                break
+        asked = {m: by_key.get(_key(p), []) for m, p in round_.items()}
+        fresh = [m for m, ts in asked.items() if not ts]
+        if fresh:
+            move = fresh[int(rng.integers(len(fresh)))]
+            return round_[move], {"parent": parent.number, "move": move, "attempt": attempt,
+                                  "point": round_[move]}
+        if any(t.state in (state.RUNNING, state.WAITING) for ts in asked.values() for t in ts):
+            return None
+        child = _best_child(parent, [t for ts in asked.values() for t in ts if t.state == state.COMPLETE])
+        if child is None:
             attempt += 1
-    if fresh:
-        return "ask", fresh
-    if running:
-        return "wait", None
-    child = _best_child(parent, children, rule)
-    return None if child is None else ("parent", child)
+        else:
+            parent, attempt = child, 0
+    return None
