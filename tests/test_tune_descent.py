@@ -99,22 +99,6 @@ def test_the_next_parent_is_the_child_that_lost_least_per_cost_saved():
     assert sum(p[k] != parent[k] for k in parent) == 1 and cost(p) < cost(parent)
 
 
-def test_a_child_that_saves_little_is_no_parent_even_when_it_loses_nothing():
-    # Dropping the block saves 0.2 of 1.2 and loses nothing; shrinking a or b saves 0.5 for 1 and
-    # 2 points. By the ratio alone the block would be the parent (stop 21's rule); it saves less
-    # than SAVING_TARGET of the largest saving, so the next parent is the shrunk a.
-    def accuracy(p):
-        lost = {"keep:a": 1.0 * (p["keep:a"] < 1), "keep:b": 2.0 * (p["keep:b"] < 1), BLOCK: 0.0}
-        return 95.0 - sum(lost.values())
-
-    assert 0.2 < descent.SAVING_TARGET * 0.5
-    toy = Toy(accuracy)
-    steps = toy.descents(22)
-    later = [r for _, _, r in steps if r["parent"] != 0]
-    assert later
-    assert toy.study.trials[later[0]["parent"]].user_attrs["point"] == {**FULL, "keep:a": 16 / 32}
-
-
 def test_a_point_already_in_the_study_is_not_asked_again():
     toy = Toy(only_full)
     # Before the descent's first turn, put one of its round's points in the study (as TPE might).

@@ -42,7 +42,6 @@ from edgesparse.search.tune import feasible as _feasible
 DESCENT_KEY = "descent"
 DESCENT_SHARE = 0.5      # a first step removes half of the group's current width
 RESAMPLES = 20          # TPE draws per trial before a repeated point is accepted
-SAVING_TARGET = 0.5     # a parent must save at least this share of the round's largest saving
 COST = 1                 # objective index of latency (study.OBJECTIVES: accuracy, latency_ms, bytes)
 
 
@@ -182,17 +181,8 @@ def _root(done):
 
 def _best_child(parent, children):
     """NetAdapt's choice among a round's feasible results: the least accuracy lost per unit of
-    cost saved (a child as accurate as its parent costs nothing: then the biggest saving).
-
-    Only children that save at least SAVING_TARGET of the round's largest saving (over every
-    child the round measured, feasible or not) are candidates, NetAdapt's per-iteration resource
-    target in relative form. Why: a move that saves almost nothing and loses nothing (digits_cnn's
-    fc1, under 3% of its MACs) otherwise wins the ratio, spends the accuracy margin, and the
-    groups that hold the MACs can then no longer shrink; with no candidate the round is asked
-    again at half the step, so the big groups get finer steps instead."""
-    savings = [parent.values[COST] - c.values[COST] for c in children]
-    target = SAVING_TARGET * max(savings, default=0.0)
-    ok = [c for c, saved in zip(children, savings) if _feasible(c) and saved > 0 and saved >= target]
+    cost saved (a child as accurate as its parent costs nothing: then the biggest saving)."""
+    ok = [c for c in children if _feasible(c) and c.values[COST] < parent.values[COST]]
     if not ok:
         return None
 
