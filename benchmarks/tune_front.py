@@ -222,7 +222,7 @@ def mac_check(rows: list[dict], full: float) -> dict | None:
             "budget_miss_max": round(miss[-1], 4)}
 
 
-_SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler", "descent": "_Descent"}
+_SAMPLER_CLASS = {"random": "RandomSampler", "nsga2": "NSGAIISampler", "gp": "GPSampler", "descent": "_Descent", "ehvi": "_Ehvi"}
 
 
 def infeasible(rows: list[dict]) -> int:

@@ -28,7 +28,7 @@ def tune_command(
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Constraint: p50 latency."),
     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="Constraint: artifact size."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Write the chosen point's recipe: fastest-within-budget, most-accurate or smallest-within-budget."),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), descent (TPE with NetAdapt-style rounds), nsga2, gp (needs torch) or random (the control)."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), ehvi (expected hypervolume improvement over the rounded widths), descent (TPE with NetAdapt-style rounds), nsga2, gp (needs torch) or random (the control)."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Fine-tune and re-measure the Pareto set (the default recipe's recovery)."),
     lease_seconds: float = typer.Option(120.0, "--lease-seconds", help="A trial whose worker stops renewing its lease this long is failed and retried once."),

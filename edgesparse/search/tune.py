@@ -27,7 +27,7 @@ from edgesparse.search.trials import Base, TrialResult, run_trial
 
 UNIFORM_BASELINES = (0.75, 0.55)      # keep fractions enqueued besides the default recipe's
 PICK_RULES = ("fastest-within-budget", "most-accurate", "smallest-within-budget")
-SAMPLERS = ("tpe", "descent", "nsga2", "random", "gp")   # the default first; random is the control
+SAMPLERS = ("tpe", "ehvi", "descent", "nsga2", "random", "gp")   # the default first; random is the control
 TPE_STARTUP = 10                      # random trials before TPE models the space
 GP_STARTUP = 10                       # random trials before the Gaussian process models it
 
@@ -90,7 +90,9 @@ def make_sampler(settings: TuneSettings, worker: str | None = None, space: Searc
     enter its q-batch acquisition, so it needs no constant liar); it needs torch, which is not
     in the `search` extra (docs/tune.md says why and what it measured). `descent` is that TPE
     with every other trial a NetAdapt-style step, starting from the no-compression baseline
-    (search/descent.py); it needs the `space`."""
+    (search/descent.py); it needs the `space`. `ehvi` scores every point of the rounded space by
+    expected feasible hypervolume improvement under a GP of accuracy and a fitted cost model
+    (search/ehvi.py); it needs the `space` too."""
     import optuna
 
     # Every process that joins a study builds its own sampler: with the study's seed they would all
@@ -107,6 +109,13 @@ def make_sampler(settings: TuneSettings, worker: str | None = None, space: Searc
         return optuna.samplers.NSGAIISampler(population_size=settings.population, seed=seed)
     if settings.sampler == "gp":
         return _gp_sampler(seed)
+    if settings.sampler == "ehvi":
+        from edgesparse.search import ehvi
+
+        if space is None:
+            raise ValueError("the ehvi sampler needs the search space")
+        names = tuple(n for n, v in settings.constraints().items() if v is not None)
+        return ehvi.make(space, seed, TPE_STARTUP, names)
     # constant_liar: trials running on other workers count as bad guesses, so parallel workers
     # spread out instead of all sampling next to the current best.
     tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=TPE_STARTUP,
