@@ -38,12 +38,12 @@ def smooth(point):
 
 
 class Toy:
-    def __init__(self, accuracy, sampler="ehvi", seed=0, max_latency_ms=None, space=SPACE):
+    def __init__(self, accuracy, sampler="ehvi", seed=0, max_latency_ms=None, space=SPACE, worker=None):
         self.accuracy, self.space = accuracy, space
         settings = TuneSettings(sampler=sampler, seed=seed, max_latency_ms=max_latency_ms)
         self.names = tuple(n for n, v in settings.constraints().items() if v is not None)
         self.max_latency = max_latency_ms
-        self.study = optuna.create_study(sampler=make_sampler(settings, space=space),
+        self.study = optuna.create_study(sampler=make_sampler(settings, worker, space=space),
                                          directions=["maximize", "minimize", "minimize"])
         self.study.enqueue_trial({"keep:a": 1.0, "keep:b": 1.0}, user_attrs={"baseline": "none"})
 
@@ -153,6 +153,12 @@ def test_the_ehvi_sampler_needs_the_space_and_is_seeded():
         return [ehvi.key(p) for p in Toy(smooth, seed=seed).run(14)]
 
     assert asked(3) == asked(3)
+
+    # Workers mix their name into the seed (tune.make_sampler): their start-ups differ.
+    def start_up(worker):
+        return [ehvi.key(p) for p in Toy(smooth, seed=3, worker=worker).run(6)]
+
+    assert start_up("host:1") == start_up("host:1") != start_up("host:2")
 
 
 def test_tune_with_the_ehvi_sampler_through_the_cli(tmp_path):
