@@ -183,3 +183,33 @@ def test_tune_with_the_ehvi_sampler_through_the_cli(tmp_path):
     for t in trials:
         if ehvi.EHVI_KEY in t.user_attrs:
             assert t.user_attrs["point"] == t.user_attrs[ehvi.EHVI_KEY]["point"]
+
+
+def test_two_workers_never_ask_one_point():
+    """Two samplers on one storage (two workers): a running trial's point is taken, and of two
+    claims on one point made at once the earlier one keeps it."""
+    storage = optuna.storages.InMemoryStorage()
+
+    def worker(name):
+        settings = TuneSettings(sampler="ehvi", seed=0)
+        return optuna.create_study(storage=storage, study_name="shared", load_if_exists=True,
+                                   sampler=make_sampler(settings, name, space=SPACE),
+                                   directions=["maximize", "minimize", "minimize"])
+
+    a, b = worker("host:1"), worker("host:2")
+    for i in range(12):                      # interleaved, nothing told until both asked
+        ta, tb = a.ask(), b.ask()
+        pa, pb = SPACE.sample(ta), SPACE.sample(tb)
+        assert pa != pb
+        for study, t, p in ((a, ta, pa), (b, tb, pb)):
+            t.set_user_attr("point", p)
+            t.set_user_attr("constraints", [THRESHOLD - smooth(p)])
+            study.tell(t, [smooth(p), latency(p), 100 * latency(p)])
+    # The race itself: trial x claimed point X at t=1, trial y chose X too and claimed it at t=2.
+    x, y = a.ask(), a.ask()
+    taken = {ehvi.key(t.user_attrs["point"]) for t in a.trials if "point" in t.user_attrs}
+    point = next(p for p in ehvi.candidates(SPACE, np.random.default_rng(0)) if ehvi.key(p) not in taken)
+    for t, at in ((x, 1.0), (y, 2.0)):
+        t.set_user_attr(ehvi.EHVI_KEY, {"point": point, "goal": "hypervolume", "at": at})
+    assert ehvi.claimed_before(a, y.number, point, 2.0)          # y moves on
+    assert not ehvi.claimed_before(a, x.number, point, 1.0)      # x keeps it

@@ -26,14 +26,15 @@ trial (its "constraints" user attribute: value <= 0 is feasible), so a worker th
 on another machine needs nothing but the study.
 
 Start-up: the enqueued baselines and then random unmeasured points up to `startup` trials. No
-point is asked twice. Several workers: a running trial's point counts as measured (it is written
-as the trial starts), so two workers do not ask the same point; the GP does not fantasise their
-results.
+point is asked twice. Several workers: a running trial's point counts as measured (its claim is
+written as the trial starts, and two workers that chose one point at the same moment settle it by
+the claim's time: `claimed_before`); the GP does not fantasise running trials' results.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import time
 import warnings
 from typing import Any
 
@@ -47,6 +48,23 @@ MAX_CANDIDATES = 20_000        # points scored per trial; a bigger space is subs
 REF_MARGIN = 1.0               # accuracy points below the constraint where the hypervolume starts
 HERMITE_NODES = 16
 HV, FASTEST = "hypervolume", "fastest"
+BACKUPS = 8                    # next-best points kept for when another worker claims the best
+
+
+def claimed_before(study, number: int, point: dict[str, Any], at: float) -> bool:
+    """Whether another trial asked `point` first: built it, or claimed it earlier than `at` (ties
+    to the lower trial number). Every worker writes its claim before it checks, so of two workers
+    that chose one point at once the later one sees the other's claim and moves on."""
+    mine = key(point)
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number or key(point_of(t)) != mine:
+            continue
+        claim = t.user_attrs.get(EHVI_KEY)
+        if "point" in t.user_attrs or claim is None:
+            return True
+        if (claim.get("at", 0.0), t.number) < (at, number):
+            return True
+    return False
 
 
 def make(space: SearchSpace, seed: int | None, startup: int, constraint_names: tuple[str, ...]):
@@ -69,12 +87,16 @@ def make(space: SearchSpace, seed: int | None, startup: int, constraint_names: t
         def before_trial(self, study, trial) -> None:
             if trial.system_attrs.get("fixed_params"):
                 return
-            point, goal = propose(study, self.space, self.names, self._rng, trial.number, self.startup,
-                                  self._seed)
-            if point is None:
-                return           # every point is measured: Optuna's independent draws take it
-            study._storage.set_trial_user_attr(trial._trial_id, EHVI_KEY, {"point": point, "goal": goal})
-            self._proposals[trial._trial_id] = point
+            ranked, goal = propose(study, self.space, self.names, self._rng, trial.number, self.startup,
+                                   self._seed)
+            for point in ranked:
+                at = time.time()
+                study._storage.set_trial_user_attr(trial._trial_id, EHVI_KEY,
+                                                   {"point": point, "goal": goal, "at": at})
+                self._proposals[trial._trial_id] = point
+                if not claimed_before(study, trial.number, point, at):
+                    break
+            # No point left (every one measured): Optuna's independent draws take the trial.
 
         def infer_relative_search_space(self, study, trial):
             return {}
@@ -241,9 +263,10 @@ def improvement_2d(front: np.ndarray, ref: tuple[float, float], latency: np.ndar
 
 
 def propose(study, space: SearchSpace, names: tuple[str, ...], rng, number: int, startup: int,
-            seed: int | None) -> tuple[dict[str, Any] | None, str | None]:
-    """The point trial `number` asks and its goal (random / hypervolume / fastest); (None, None)
-    when every point of the space is measured."""
+            seed: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    """The points trial `number` may ask, best first (the first is its choice; the rest, up to
+    BACKUPS, are for when another worker claimed the first meanwhile), and its goal (random /
+    hypervolume / fastest); ([], None) when every point of the space is measured."""
     import optuna
 
     state = optuna.trial.TrialState
@@ -251,10 +274,11 @@ def propose(study, space: SearchSpace, names: tuple[str, ...], rng, number: int,
     seen = {key(point_of(t)) for t in trials if t.number != number and (t.params or t.user_attrs)}
     pool = [p for p in candidates(space, rng) if key(p) not in seen]
     if not pool:
-        return None, None
+        return [], None
     done = [t for t in trials if t.state == state.COMPLETE and t.values is not None and "point" in t.user_attrs]
     if number < startup or len(done) < 2:
-        return pool[int(rng.integers(len(pool)))], "random"
+        first = int(rng.integers(len(pool)))
+        return [pool[(first + i) % len(pool)] for i in range(min(len(pool), BACKUPS + 1))], "random"
 
     limits = thresholds(done, names)
     past = [point_of(t) for t in done]
@@ -287,7 +311,9 @@ def propose(study, space: SearchSpace, names: tuple[str, ...], rng, number: int,
     if score.max() <= 0:             # nothing improves by the model: the most accurate guess
         score = mu
     top = np.flatnonzero(score >= score.max() - 1e-12 * max(1.0, abs(score.max())))
-    return pool[int(top[int(rng.integers(len(top)))])], goal
+    first = int(top[int(rng.integers(len(top)))])
+    order = [first] + [int(i) for i in np.argsort(-score, kind="stable")[:BACKUPS + 1] if i != first]
+    return [pool[i] for i in order[:BACKUPS + 1]], goal
 
 
 def _hypervolume(front, values, latency, mu, sd, floor) -> np.ndarray:
