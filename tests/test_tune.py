@@ -44,9 +44,12 @@ def completed(url: str, name: str):
     return study, [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def test_tune_sqlite_front_baselines_and_report(tmp_path):
+def test_tune_sqlite_front_baselines_and_report(tmp_path, capsys):
+    from edgesparse.report.markdown import sig
+
     out = tmp_path / "out"
     assert tune(MLP, "--data", DATA, "--trials", 8, "--no-refine", "--out", out, "--seed", 1) == 0
+    printed = capsys.readouterr().err        # tables go to stderr (edgesparse/console.py)
     report = json.loads((out / "report.json").read_text())
     assert len(report["trials"]) == 8
     # Baselines were enqueued and measured: no compression first, then uniform keeps.
@@ -54,6 +57,8 @@ def test_tune_sqlite_front_baselines_and_report(tmp_path):
     assert kinds[0] == "none" and kinds.count("uniform") >= 2
     none = next(b for b in report["baselines"] if b["baseline"] == "none")
     assert all(v == 1.0 for k, v in none["params"].items() if k.startswith("keep:"))
+    # A latency of some µs is printed with its digits, not rounded to 0.02 ms (or 0.00).
+    assert sig(none["latency_ms"]) in printed
     # Every trial was measured in LiteRT and its latency labelled as the estimate it is.
     assert all(t["accuracy"] is not None and t["bytes"] > 0 for t in report["trials"])
     assert report["latency_source"] == "estimated (roofline)"

@@ -77,11 +77,12 @@ def tune_command(
 
 def _render(r: dict, out: Path, console) -> None:
     from edgesparse.console import table
-
+    from edgesparse.report.markdown import sig
     from edgesparse.report.tune import structure
 
+    # sig: a small model's latency is a few µs, which two decimals of a ms print as 0.00.
     def rows(front):
-        return [[x["number"], x["accuracy"], round(x["latency_ms"], 4), x["bytes"], x["macs"],
+        return [[x["number"], x["accuracy"], sig(x["latency_ms"]), x["bytes"], x["macs"],
                  (x.get("params") or {}).get("precision", "—"), structure(x)] for x in front]
 
     headers = ["trial", "accuracy %", "latency ms", "bytes", "MACs", "precision", "blocks removed, ranks"]
