@@ -45,13 +45,14 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), **single}
 
 
-def create_study(base, url: str, name: str, model: Path, target: str, data: Path, trials: int):
+def create_study(base, url: str, name: str, model: Path, target: str, data: Path, trials: int,
+                 sampler: str = "tpe"):
     """What `edgesparse tune` does before it works: the set-up record, the budget, the baselines."""
     from edgesparse.search import session
     from edgesparse.search import study as studies
     from edgesparse.search import tune as search
 
-    settings = search.TuneSettings(trials=trials)
+    settings = search.TuneSettings(trials=trials, sampler=sampler)   # the workers read it from the study
     storage = studies.storage_url(url, Path("."))
     study = session.open_for(base, settings, storage, name, data, session.setup_attrs(model, target, data, settings))
     study.set_user_attr("budget", trials)
@@ -59,11 +60,12 @@ def create_study(base, url: str, name: str, model: Path, target: str, data: Path
     return storage
 
 
-def phase(base, url: str, workers: int, model: Path, target: str, data: Path, trials: int, out: Path) -> dict:
+def phase(base, url: str, workers: int, model: Path, target: str, data: Path, trials: int, out: Path,
+          sampler: str = "tpe") -> dict:
     import optuna
 
     name = f"workers-{workers}"
-    storage = create_study(base, url, name, model, target, data, trials)
+    storage = create_study(base, url, name, model, target, data, trials, sampler)
     load_start = load_average()
     started = time.monotonic()
     procs = []
@@ -102,7 +104,7 @@ def phase(base, url: str, workers: int, model: Path, target: str, data: Path, tr
             "load_start": load_start, "load_end": load_end}
 
 
-def run(model: Path, data: Path, target: str, trials: int, out: Path) -> dict:
+def run(model: Path, data: Path, target: str, trials: int, out: Path, sampler: str = "tpe") -> dict:
     from edgesparse.search.session import prepare
 
     out.mkdir(parents=True, exist_ok=True)
@@ -114,11 +116,12 @@ def run(model: Path, data: Path, target: str, trials: int, out: Path) -> dict:
         phases = []
         for n in (1, 2):
             print(f"[tune_workers] {n} worker(s), {trials} trials", file=sys.stderr, flush=True)
-            phases.append(phase(base, url, n, model, target, data, trials, out))
+            phases.append(phase(base, url, n, model, target, data, trials, out, sampler))
             print(f"[tune_workers]   {phases[-1]}", file=sys.stderr, flush=True)
     machine["load_average_at_end"] = load_average()
     one, two = phases
-    return {"machine": machine, "trials": trials, "model": str(model), "target": target, "phases": phases,
+    return {"machine": machine, "trials": trials, "model": str(model), "target": target, "sampler": sampler,
+            "phases": phases,
             "ratio_work": round(two["trials_per_min_work"] / one["trials_per_min_work"], 2),
             "ratio_wall": round(two["trials_per_min_wall"] / one["trials_per_min_wall"], 2)}
 
@@ -126,7 +129,8 @@ def run(model: Path, data: Path, target: str, trials: int, out: Path) -> dict:
 def render(r: dict, command: str) -> str:
     lines = [f"Command: `{command}`", "", *machine_lines(r["machine"]),
              f"- load average at the end: {r['machine']['load_average_at_end']}", "",
-             f"{r['trials']} proxy trials per study ({Path(r['model']).name}, target {r['target']}, roofline latency), "
+             f"{r['trials']} proxy trials per study ({Path(r['model']).name}, target {r['target']}, roofline latency, "
+             f"sampler {r.get('sampler', 'tpe')}), "
              "one throwaway PostgreSQL cluster on 127.0.0.1.", "",
              "| workers | COMPLETE | other states | distinct points | duplicates | lost | trials per worker | "
              "work s | trials/min (work) | wall s | trials/min (wall) | load start -> end |",
@@ -158,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=SAMPLE_DATA)
     p.add_argument("--target", default="rpi4")
     p.add_argument("--trials", type=int, default=24)
+    p.add_argument("--sampler", default="tpe", help="the study's sampler (edgesparse tune --sampler)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench-tune-workers")
     a = p.parse_args(argv)
     command = ("python benchmarks/tune_workers.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
-    r = run(a.model.resolve(), a.data.resolve(), a.target, a.trials, a.out)
+    r = run(a.model.resolve(), a.data.resolve(), a.target, a.trials, a.out, a.sampler)
     (a.out / "tune_workers.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
     text = render(r, command)
     (a.out / "tune_workers.md").write_text(text + "\n")
