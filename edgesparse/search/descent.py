@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.search.space import DEPTH_PREFIX, DROP, KEEP, KEEP_PREFIX, SearchSpace
+from edgesparse.search.space import DEPTH_PREFIX, DROP, KEEP, KEEP_PREFIX, SearchSpace, asked_value
 from edgesparse.search.tune import feasible as _feasible
 
 DESCENT_KEY = "descent"
@@ -111,12 +111,7 @@ def make(inner, space: SearchSpace, seed: int | None, startup: int):
         def sample_independent(self, study, trial, name, distribution):
             point = self._proposals.get(trial._trial_id)
             if point is not None and name in point:
-                value = point[name]
-                if isinstance(distribution, optuna.distributions.FloatDistribution):
-                    # A rounded width can sit a hair below the knob's low end; the same width
-                    # rounds back from inside the range.
-                    value = min(max(float(value), distribution.low), distribution.high)
-                return value
+                return asked_value(point[name], distribution)
             return self.inner.sample_independent(study, trial, name, distribution)
 
         def after_trial(self, study, trial, state, values) -> None:

@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.search.space import DEPTH_PREFIX, DROP, KEEP_PREFIX, NOT_FACTORISED, RANK_PREFIX, SearchSpace
+from edgesparse.search.space import (DEPTH_PREFIX, DROP, KEEP_PREFIX, NOT_FACTORISED, RANK_PREFIX, SearchSpace,
+                                     asked_value)
 
 EHVI_KEY = "ehvi"              # user attribute: the point asked and the goal it was asked for
 CONSTRAINTS = ("max_accuracy_drop", "max_latency_ms", "max_bytes")   # tune's order (constraint_values)
@@ -111,12 +112,7 @@ def make(space: SearchSpace, seed: int | None, startup: int, constraint_names: t
         def sample_independent(self, study, trial, name, distribution):
             point = self._proposals.get(trial._trial_id)
             if point is not None and name in point:
-                value = point[name]
-                if isinstance(distribution, optuna.distributions.FloatDistribution):
-                    # A rounded width can sit a hair below the knob's low end; the same width
-                    # rounds back from inside the range.
-                    value = min(max(float(value), distribution.low), distribution.high)
-                return value
+                return asked_value(point[name], distribution)
             return optuna.samplers.RandomSampler(seed=int(self._rng.integers(2**31))).sample_independent(
                 study, trial, name, distribution)
 

@@ -179,6 +179,16 @@ class SearchSpace:
         return out
 
 
+def asked_value(value: Any, distribution) -> Any:
+    """A point's value as an Optuna sampler returns it for `distribution`: a rounded width can sit
+    a hair below its knob's low end, and the same width rounds back from inside the range."""
+    from optuna.distributions import FloatDistribution
+
+    if not isinstance(distribution, FloatDistribution):
+        return value
+    return min(max(float(value), distribution.low), distribution.high)
+
+
 def per_group(point: dict[str, Any]) -> dict[str, float]:
     """The `prune: {per_group: ...}` mapping of a point (producer name -> keep fraction)."""
     return {name[len(KEEP_PREFIX):]: round(float(v), 6) for name, v in point.items()
