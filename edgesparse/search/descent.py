@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.search.space import DEPTH_PREFIX, DROP, KEEP, KEEP_PREFIX, SearchSpace, asked_value
+from edgesparse.search.ehvi import key as _key
 from edgesparse.search.tune import feasible as _feasible
 
 DESCENT_KEY = "descent"
@@ -126,8 +127,6 @@ def _point(t) -> dict[str, Any]:
     return dict(t.user_attrs.get("point") or (d or {}).get("point") or t.params)
 
 
-def _key(point: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in point.items()))
 
 
 def _asked_keys(study) -> set[tuple]:

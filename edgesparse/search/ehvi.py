@@ -46,9 +46,9 @@ import numpy as np
 
 from edgesparse.search.space import (DEPTH_PREFIX, DROP, KEEP_PREFIX, NOT_FACTORISED, RANK_PREFIX, SearchSpace,
                                      asked_value)
+from edgesparse.search.tune import feasible
 
 EHVI_KEY = "ehvi"              # user attribute: the point asked and the goal it was asked for
-CONSTRAINTS = ("max_accuracy_drop", "max_latency_ms", "max_bytes")   # tune's order (constraint_values)
 MAX_CANDIDATES = 20_000        # points scored per trial; a bigger space is subsampled at random
 REF_MARGIN = 1.0               # accuracy points below the constraint where the hypervolume starts
 HERMITE_NODES = 16
@@ -134,10 +134,6 @@ def key(point: dict[str, Any]) -> tuple:
     return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in point.items()))
 
 
-def asked_keys(study) -> set[tuple]:
-    return {key(point_of(t)) for t in study.get_trials(deepcopy=False) if t.params or t.user_attrs}
-
-
 def thresholds(trials, names: tuple[str, ...]) -> dict[str, float]:
     """The constraint thresholds, read back from a trial's values and its recorded constraint
     values (tune's convention: value <= 0 is feasible)."""
@@ -150,10 +146,6 @@ def thresholds(trials, names: tuple[str, ...]) -> dict[str, float]:
               "max_bytes": lambda v: size - v}
         return {n: float(at[n](float(v))) for n, v in zip(names, c) if n in at}
     return {}
-
-
-def feasible(t) -> bool:
-    return all(c <= 0 for c in t.user_attrs.get("constraints", []))
 
 
 # ----------------------------------------------------------------------------- candidates and features
