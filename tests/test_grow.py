@@ -254,3 +254,26 @@ def test_cap_epochs_anneal_the_last_phase_for_exactly_that_many_epochs(data):
               callbacks=[cosine_decay(1e-3, 8), Watch()])
     assert seen[0] == pytest.approx(1e-3) and seen[-1] < 0.05 * 1e-3
     assert all(a >= b for a, b in zip(seen, seen[1:]))
+
+
+def test_a_sparse_start_counts_only_its_active_connections(data):
+    """active_mac_epochs: each phase at its masks' density (dense gradient batches at dense),
+    the dense count beside it; a dense start's two counts agree."""
+    from edgesparse.graph.stats import macs_by_layer
+    from edgesparse.passes.grow.grower import GRADIENT_BATCH
+
+    given = mlp()
+    cfg = GrowConfig(start_width=1.0, start_density=0.2, connection_step=10.0, target_accuracy=100.0)
+    g = Grower(given, cfg, data, 0, given)
+    per_layer = macs_by_layer(g.net)
+    sparse = sum(m * (g.masks[n].mean() if n in g.masks else 1.0) for n, m in per_layer.items())
+    assert g.active_macs() == pytest.approx(sparse) and sparse < 0.3 * g.macs()
+    g.train_phase(1)                     # one epoch sparse, the growth to dense, one epoch dense
+    assert g.grow_connections(None) > 0 and all(m.all() for m in g.masks.values())
+    g.train_phase(1)
+    batch = g.macs() * min(GRADIENT_BATCH, len(data.x_train)) / len(data.x_train)
+    assert g.active_mac_epochs == pytest.approx(sparse + batch + g.macs())
+    assert g.mac_epochs == pytest.approx(2 * g.macs())
+    dense = Grower(given, GrowConfig(start_width=0.5, max_epochs=2, target_accuracy=100.0), data, 0, given)
+    _, dense_facts = dense.run()
+    assert dense_facts["active_mac_epochs"] == pytest.approx(dense_facts["mac_epochs"])

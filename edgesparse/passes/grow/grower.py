@@ -74,6 +74,7 @@ class Grower:
         self.trajectory: list[dict[str, Any]] = []
         self.epochs = 0
         self.mac_epochs = 0.0
+        self.active_mac_epochs = 0.0      # the same, counting only active connections (active_macs)
         self.teacher_mac_epochs = 0.0     # prune_distill: the teacher's forward passes, not in mac_epochs
         self.moments: dict[str, Any] | None = None       # keep_moments: Adam's state after the last phase
 
@@ -122,6 +123,22 @@ class Grower:
 
         return count_macs(net or self.net)
 
+    def active_macs(self) -> float:
+        """MACs of the active connections: a masked layer at its mask's density, as sparse
+        training's FLOPs are counted (RigL). TensorFlow trains the masks dense here, so on this
+        machine a sparse epoch takes a dense epoch's time."""
+        from edgesparse.graph.stats import macs_by_layer
+
+        masks = self.masks or {}
+        return float(sum(m * (float(masks[n].mean()) if n in masks else 1.0)
+                         for n, m in macs_by_layer(self.net).items()))
+
+    def spent(self, epochs: int, active: float | None = None) -> None:
+        """Counts `epochs` of training the current network; `active` overrides active_macs."""
+        self.epochs += epochs
+        self.mac_epochs += float(self.macs()) * epochs
+        self.active_mac_epochs += (self.active_macs() if active is None else active) * epochs
+
     def connections(self, net=None) -> int:
         from edgesparse.graph import linear
 
@@ -149,7 +166,8 @@ class Grower:
 
     def record(self, event: str, **extra) -> None:
         self.trajectory.append({"step": len(self.trajectory), "event": event, "epochs": self.epochs,
-                                "mac_epochs": float(self.mac_epochs), "accuracy": round(self.accuracy(), 3),
+                                "mac_epochs": float(self.mac_epochs),
+                                "active_mac_epochs": float(self.active_mac_epochs), "accuracy": round(self.accuracy(), 3),
                                 "macs": self.macs(), "params": self.params(), "connections": self.connections(),
                                 "widths": self.widths(), **extra})
 
@@ -193,6 +211,7 @@ class Grower:
                  "final": {"accuracy": final["accuracy"], "macs": final["macs"], "params": final["params"],
                            "connections": final["connections"], "widths": final["widths"]},
                  "epochs": self.epochs, "mac_epochs": float(self.mac_epochs),
+                 "active_mac_epochs": float(self.active_mac_epochs),
                  "teacher_mac_epochs": float(self.teacher_mac_epochs),
                  "mac_epochs_per_given_epoch": round(self.mac_epochs / max(self.macs_given, 1), 3),
                  "trajectory": self.trajectory}
@@ -218,8 +237,7 @@ class Grower:
                        progress=self.progress, label=label)
         if bound is not None:
             bound.strip()
-        self.epochs += result.epochs_run
-        self.mac_epochs += float(self.macs()) * result.epochs_run
+        self.spent(result.epochs_run)
         return result
 
     def train_phase(self, epochs: int) -> None:
@@ -260,6 +278,8 @@ class Grower:
 
         x, y = self.data.x_train, self.data.y_train
         idx = self.rng.choice(len(x), size=min(GRADIENT_BATCH, len(x)), replace=False)
+        # one dense forward and backward: that fraction of a dense training epoch
+        self.active_mac_epochs += float(self.macs()) * len(idx) / len(x)
         kernels = [self.net.get_layer(n).kernel for n in names]
         with tf.GradientTape() as tape:
             value = CrossEntropy()(self.net, tf.constant(np.asarray(x[idx], np.float32)),
@@ -473,8 +493,7 @@ class Grower:
                        seed=self.seed + self.epochs, callbacks=[callback], post_step=[bound.apply],
                        progress=self.progress, label="grow: prune")
         self.masks = bound.strip()          # counted as the record's params, then dropped
-        self.epochs += result.epochs_run
-        self.mac_epochs += float(self.macs()) * result.epochs_run
+        self.spent(result.epochs_run, active=float(self.macs()))    # the masks move: counted dense
         self.teacher_mac_epochs += float(teacher_macs) * result.epochs_run
         self.record("prune", active=int(sum(m.sum() for m in self.masks.values())))
         # At the final masks, trained on to a plateau like every phase (the best epoch kept, the
