@@ -277,3 +277,11 @@ def test_a_sparse_start_counts_only_its_active_connections(data):
     dense = Grower(given, GrowConfig(start_width=0.5, max_epochs=2, target_accuracy=100.0), data, 0, given)
     _, dense_facts = dense.run()
     assert dense_facts["active_mac_epochs"] == pytest.approx(dense_facts["mac_epochs"])
+    from edgesparse.report.html import _grow as html_grow
+    from edgesparse.report.markdown import _grow as md_grow
+
+    _, sparse_facts = Grower(given, GrowConfig(start_density=0.2, max_epochs=2, target_accuracy=100.0),
+                             data, 0, given).run()
+    assert "counting only the active connections" in "\n".join(md_grow({"facts": {"grow": sparse_facts}}))
+    assert "counting only the active connections" in html_grow(sparse_facts, False)
+    assert "active connections" not in "\n".join(md_grow({"facts": {"grow": dense_facts}}))

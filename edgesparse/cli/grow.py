@@ -111,4 +111,6 @@ def render(state, console) -> None:
     console.print(f"given architecture: {f['given']['macs']} MACs, widths "
                   + ", ".join(f"{k} {v}" for k, v in f["given"]["widths"].items())
                   + f"; training cost {f['mac_epochs']:.3g} MAC-epochs "
-                    f"({f['mac_epochs_per_given_epoch']:g} epochs of the given architecture)")
+                    f"({f['mac_epochs_per_given_epoch']:g} epochs of the given architecture)"
+                  + (f"; {f['active_mac_epochs']:.3g} counting only the active connections" if f.get("start_density")
+                     else ""))

@@ -138,7 +138,9 @@ def _grow(f: dict[str, Any] | None, draw: bool) -> str:
     out = ["<h2>Growing the network</h2>",
            f'<p class="meta">Start width {e(f["start_width"])} ({e(f["weights"])} weights); target '
            f'{e(f["target_accuracy"])}% ({e(f["target_source"])}) {"reached" if f["reached"] else "missed"}, '
-           f'stopped by {e(f["stopped_by"])}; {e(format(f["mac_epochs"], ".3g"))} MAC-epochs.</p>']
+           f'stopped by {e(f["stopped_by"])}; {e(format(f["mac_epochs"], ".3g"))} MAC-epochs'
+           + (f'; {e(format(f["active_mac_epochs"], ".3g"))} counting only the active connections'
+              if f.get("start_density") else "") + '.</p>']
     if draw:
         out.append(image(plots.grow_plot(f["trajectory"]), "accuracy and MACs against training cost; widths per step"))
     out.append(table(["step", "event", "epochs", "val accuracy (%)", "MACs", "params", "connections", *layers],

@@ -78,7 +78,9 @@ def _grow(r: dict[str, Any]) -> list[str]:
             f"Started at width {f['start_width']:g}" + (f", density {f['start_density']:g}" if f.get("start_density") else "")
             + f" ({f['weights']} weights); target {fmt(f['target_accuracy'])}% ({f['target_source']}) "
             + ("reached" if f["reached"] else "**missed**") + f", stopped by {f['stopped_by']}. Training cost "
-            f"{f['mac_epochs']:.3g} MAC-epochs ({f['mac_epochs_per_given_epoch']:g} epochs of the given architecture).", "",
+            f"{f['mac_epochs']:.3g} MAC-epochs ({f['mac_epochs_per_given_epoch']:g} epochs of the given architecture)"
+            + (f"; {f['active_mac_epochs']:.3g} counting only the active connections" if f.get("start_density") else "")
+            + ".", "",
             table(["step", "event", "epochs", "val accuracy %", "MACs", "params", "connections", "MAC-epochs", *layers],
                   [[t["step"], t["event"], t["epochs"], t["accuracy"], t["macs"], t["params"], t["connections"],
                     f"{t['mac_epochs']:.3g}", *(t["widths"][k] for k in layers)] for t in f["trajectory"]]), ""]

@@ -42,7 +42,10 @@
    teacher's forward passes are counted apart, as teacher_mac_epochs).
 
 Every step is recorded: widths, connections (nonzero kernel weights), accuracy, MACs, epochs,
-and MAC-epochs (the training cost: dense MACs of the network trained x its epochs).
+and MAC-epochs (the training cost: dense MACs of the network trained x its epochs). A sparse
+start also counts active_mac_epochs: each phase at its masks' density and each growth's dense
+gradient batch at dense, as sparse training's FLOPs are counted (RigL). It is not this machine's
+time: TensorFlow trains masked kernels dense.
 
 The package: this module (the settings and the pass), grower.py (the algorithm: start, grow,
 prune, record) and callbacks.py (what the grow loop adds to the one training loop).
@@ -70,7 +73,7 @@ class GrowConfig(PassConfig):
     max_macs: float = Field(1.0, gt=0, description="growth cap: MACs as a fraction of the given architecture's")
     max_params: Optional[float] = Field(None, gt=0, description="growth cap: (nonzero) parameters as a fraction of the given architecture's")
     grow_step: float = Field(0.25, gt=0, le=4, description="channels added per growth, as a fraction of each group's given width")
-    connection_step: float = Field(1.0, gt=0, le=10, description="sparse start: connections grown per growth, as a fraction of the active ones")
+    connection_step: float = Field(1.0, gt=0, le=1000, description="sparse start: connections grown per growth, as a fraction of the active ones (1/density - 1 grows to dense in one step)")
     patience: int = Field(3, ge=1, le=100, description="epochs without a better validation accuracy that count as a plateau")
     grow_patience: int = Field(2, ge=1, le=100, description="the plateau that triggers a growth, in epochs; the last "
                                                             "phase, at the cap, stops on patience")
