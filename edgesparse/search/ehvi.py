@@ -8,7 +8,9 @@ residual CNN, docs/benchmarks.md). This sampler instead scores every point of th
 and asks the best one it has not measured:
 
 - accuracy is a Gaussian process over the point's knobs (Matern 5/2 with one length scale per
-  knob, plus noise; scikit-learn), fitted to every completed trial's log error (`warp`);
+  knob, plus noise; scikit-learn), fitted to every completed trial's accuracy clipped at the
+  hypervolume's reference (REF_MARGIN below the constraint): lower accuracies add nothing, and
+  unclipped, the collapsed trials set the GP's noise at ~1.2 points on the sample CNN;
 - latency and bytes are near-linear in each layer's (inputs x outputs) at a precision, so they
   are a non-negative least-squares fit on those products (rank x (inputs + outputs) for a
   factorised layer), one block of coefficients and a constant per precision; their uncertainty
@@ -49,7 +51,6 @@ from edgesparse.search.tune import feasible
 EHVI_KEY = "ehvi"              # user attribute: the point asked and the goal it was asked for
 MAX_CANDIDATES = 20_000        # points scored per trial; a bigger space is subsampled at random
 REF_MARGIN = 1.0               # accuracy points below the constraint where the hypervolume starts
-ERROR_OFFSET = 0.1             # accuracy points added to the error before its log: 100% stays finite
 HERMITE_NODES = 16
 HV, FASTEST = "hypervolume", "fastest"
 BACKUPS = 8                    # next-best points kept for when another worker claims the best
@@ -286,7 +287,11 @@ def propose(study, space: SearchSpace, names: tuple[str, ...], rng, number: int,
         pool = [p for p, keep in zip(pool, ok) if keep]
         latency = latency[ok]
     floor = limits.get("max_accuracy_drop", -math.inf)
-    mu, sd = fit_accuracy(features(space, past), warp(values[:, 0]), features(space, pool), seed)
+    # Below the hypervolume's reference an accuracy adds nothing and breaks the constraint by more;
+    # unclipped, the collapsed trials (80-90% on the sample CNN) set the GP's scale and noise, and
+    # points a few tenths apart at the threshold cannot be told apart.
+    targets = values[:, 0] if not math.isfinite(floor) else np.maximum(values[:, 0], floor - REF_MARGIN)
+    mu, sd = fit_accuracy(features(space, past), targets, features(space, pool), seed)
 
     feasible_done = np.array([feasible(t) for t in done])
     front = values[feasible_done][:, :2]
@@ -303,22 +308,9 @@ def propose(study, space: SearchSpace, names: tuple[str, ...], rng, number: int,
     return [pool[i] for i in order[:BACKUPS + 1]], goal
 
 
-def warp(accuracy):
-    """The GP's target: log error, -log(100.1 - accuracy %). Raw accuracies let the collapsed
-    trials (80-90% on the sample CNN) set the GP's scale and noise, so points a few tenths apart at
-    the constraint cannot be told apart; clipping them away (stop 26's V1) hid how bad a collapse
-    is, and the GP kept asking block drops. On log error a collapse is a few units from the good
-    points, not tens, and 98.9 vs 98.4 is still 0.4 apart."""
-    return -np.log(ERROR_OFFSET + 100.0 - np.asarray(accuracy, dtype=float))
-
-
-def unwarp(y):
-    return ERROR_OFFSET + 100.0 - np.exp(-np.asarray(y, dtype=float))
-
-
 def _hypervolume(front, values, latency, mu, sd, floor) -> np.ndarray:
     nodes, weights = np.polynomial.hermite.hermgauss(HERMITE_NODES)
-    acc = unwarp(mu[:, None] + math.sqrt(2.0) * sd[:, None] * nodes[None, :])
+    acc = mu[:, None] + math.sqrt(2.0) * sd[:, None] * nodes[None, :]
     base = floor if math.isfinite(floor) else float(values[:, 0].min())
     ref = (base - REF_MARGIN, float(values[:, 1].max()))
     gain = improvement_2d(front, ref, latency, acc) * (acc >= floor)
@@ -329,4 +321,4 @@ def _fastest(front, values, latency, mu, sd, floor) -> np.ndarray:
     from scipy.stats import norm
 
     fastest = float(front[:, 1].min()) if len(front) else float(values[:, 1].max())
-    return norm.sf((warp(floor) - mu) / sd) * np.clip(fastest - latency, 0.0, None)
+    return norm.sf((floor - mu) / sd) * np.clip(fastest - latency, 0.0, None)
