@@ -285,3 +285,17 @@ def test_a_sparse_start_counts_only_its_active_connections(data):
     assert "counting only the active connections" in "\n".join(md_grow({"facts": {"grow": sparse_facts}}))
     assert "counting only the active connections" in html_grow(sparse_facts, False)
     assert "active connections" not in "\n".join(md_grow({"facts": {"grow": dense_facts}}))
+
+
+def test_a_sparse_start_gives_each_unit_the_dense_init_variance(data):
+    """A sparse start's active incoming weights are scaled to each unit's fan-in (Evci et al.
+    2022), so the summed squares per unit (the pre-activation variance for unit-variance inputs)
+    match the dense initialiser's; masking alone would leave about density x of it."""
+    given = mlp((64, 64))
+
+    def per_unit(cfg):
+        k = Grower(given, cfg, data, 3, given).net.get_layer("fc2").kernel.numpy()
+        return float(np.mean(np.sum(k ** 2, axis=0)))
+
+    dense = per_unit(GrowConfig(start_width=1.0))
+    assert per_unit(GrowConfig(start_width=1.0, start_density=0.25)) / dense == pytest.approx(1.0, abs=0.12)

@@ -9,7 +9,10 @@
    the "same architecture trained from scratch" control would no longer be a fair comparison. The
    given model is the teacher: it names the architecture family and the accuracy to reach.
    With `start_density` the start is also sparse: that fraction of every Dense/Conv kernel is
-   active (random), on the masks of train/masks.py (masked weights stay zero, no moments).
+   active (random), on the masks of train/masks.py (masked weights stay zero, no moments), and
+   the active weights are scaled to their sparse fans (train/sparse_init.py, as the dynamic
+   sparse methods start): masked alone, each unit keeps about density x the variance its
+   initialiser meant.
 2. Train (the one training loop) until validation accuracy has not improved for `grow_patience`
    epochs (a plateau; the best epoch's weights are kept) or the target is reached. The last
    phase, once the cap allows no more growth, stops on `patience`, as the from-scratch control

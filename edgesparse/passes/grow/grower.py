@@ -9,6 +9,7 @@ import numpy as np
 
 from edgesparse.errors import UserError
 from edgesparse.passes.grow.callbacks import carry_moments, cosine_decay, stop_at_target
+from edgesparse.train.sparse_init import rescale_to_sparse_fans
 
 if TYPE_CHECKING:
     from edgesparse.passes.grow import GrowConfig
@@ -68,8 +69,9 @@ class Grower:
                           for n in maskable(self.net)}
             for n, m in self.masks.items():
                 m.flat[self.rng.integers(m.size)] = True        # never an empty layer
-                k = self.net.get_layer(n).kernel
-                k.assign(k.numpy() * m)
+                # masked alone, a unit keeps ~density of the variance its initialiser meant
+                # (stop 27: 122 of fc2's 256 units never fired on digits at 10%, 34 dense)
+                rescale_to_sparse_fans(self.net.get_layer(n), m)
         self._check_caps()
         self.trajectory: list[dict[str, Any]] = []
         self.epochs = 0
