@@ -9,7 +9,6 @@ import numpy as np
 
 from edgesparse.errors import UserError
 from edgesparse.passes.grow.callbacks import carry_moments, cosine_decay, stop_at_target
-from edgesparse.train.sparse_init import rescale_to_sparse_fans
 
 if TYPE_CHECKING:
     from edgesparse.passes.grow import GrowConfig
@@ -44,6 +43,7 @@ class Grower:
         from edgesparse.graph.flatten import flatten_nested
         from edgesparse.graph.stats import count_macs, count_params
         from edgesparse.train.metrics import accuracy
+        from edgesparse.train.sparse_init import rescale_to_sparse_fans
 
         self.c, self.data, self.seed, self.progress = c, data, seed, progress
         self.rng = np.random.default_rng(seed)
