@@ -39,7 +39,9 @@ def _run_in_runtime(path: Path, x: np.ndarray) -> np.ndarray:
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()     # x86 without VNNI saturates int8 unless asked (runtime/artifact.py)
+        options.add_session_config_entry("session.x64quantprecision", "1")
+        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
         return np.concatenate([s.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
     from ai_edge_litert.interpreter import Interpreter
