@@ -261,6 +261,8 @@ def test_a_sparse_start_counts_only_its_active_connections(data):
     the dense count beside it; a dense start's two counts agree."""
     from edgesparse.graph.stats import macs_by_layer
     from edgesparse.passes.grow.grower import GRADIENT_BATCH
+    from edgesparse.report.html import _grow as html_grow
+    from edgesparse.report.markdown import _grow as md_grow
 
     given = mlp()
     cfg = GrowConfig(start_width=1.0, start_density=0.2, connection_step=10.0, target_accuracy=100.0)
@@ -277,9 +279,7 @@ def test_a_sparse_start_counts_only_its_active_connections(data):
     dense = Grower(given, GrowConfig(start_width=0.5, max_epochs=2, target_accuracy=100.0), data, 0, given)
     _, dense_facts = dense.run()
     assert dense_facts["active_mac_epochs"] == pytest.approx(dense_facts["mac_epochs"])
-    from edgesparse.report.html import _grow as html_grow
-    from edgesparse.report.markdown import _grow as md_grow
-
+    # the report states the active count for a sparse start only
     _, sparse_facts = Grower(given, GrowConfig(start_density=0.2, max_epochs=2, target_accuracy=100.0),
                              data, 0, given).run()
     assert "counting only the active connections" in "\n".join(md_grow({"facts": {"grow": sparse_facts}}))
