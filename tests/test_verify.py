@@ -15,7 +15,7 @@ from edgesparse.data import Dataset, load_data
 from edgesparse.errors import UserError
 from edgesparse.passes.export import Export
 from edgesparse.passes.quantize import Quantize
-from edgesparse.passes.verify import Verify, output_metrics
+from edgesparse.passes.verify import Verify, agreement_warning, output_metrics
 from edgesparse.pipeline import Pipeline, RunContext
 from edgesparse.state import Artifact, ModelState
 from edgesparse.targets import load_target
@@ -147,3 +147,26 @@ def test_agreement_of_single_output_heads():
     assert regression["top1_agreement"] is None and "regression" in regression["agreement"]
     assert regression["max_abs_diff"] == pytest.approx(0.3, abs=1e-6)
     assert output_metrics(out, ref, np.zeros(4, int))["accuracy"] is None
+
+
+def test_near_tie_decisions_are_explained_not_passed_silently(trained, tmp_path):
+    """An untrained-looking model (near-uniform softmax) loses its decisions to int8 rounding:
+    agreement collapses while the outputs barely move, and the warning says which it is."""
+    _, data = trained
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    tiny = keras.initializers.RandomNormal(stddev=1e-4)
+    flat = keras.Model(inp, keras.layers.Dense(10, activation="softmax", kernel_initializer=tiny)(inp))
+    state = build(flat, data, "rpi4", tmp_path, Quantize(precisions=["int8"]))
+    for a in state.artifacts:
+        assert a.metrics["top1_agreement"] < 90 and a.metrics["max_abs_diff"] < 0.01, a.metrics
+        assert any(w.startswith(f"{a.name}: ") and "near ties" in w for w in state.warnings), state.warnings
+
+
+def test_changed_decisions_with_clear_margins_are_blamed_on_the_conversion():
+    reference = np.tile(np.array([[0.9, 0.05, 0.05]]), (10, 1))
+    changed = np.tile(np.array([[0.1, 0.85, 0.05]]), (10, 1))
+    metrics = output_metrics(changed, reference, None)
+    warning = agreement_warning("m-int8.tflite", metrics, reference)
+    assert warning.startswith("m-int8.tflite: only 0.00% decision agreement") and "conversion" in warning
+    assert agreement_warning("m-fp32.tflite", output_metrics(reference, reference, None), reference) is None

@@ -72,6 +72,36 @@ def output_metrics(out: np.ndarray, ref: np.ndarray, y: np.ndarray | None, head:
     return metrics
 
 
+LOW_AGREEMENT = 90.0     # % of decisions; a sound int8 file of a trained model agrees on ~97-100
+
+
+def agreement_warning(name: str, metrics: dict, reference: np.ndarray) -> str | None:
+    """A warning when a file agrees with the Keras model on few decisions, saying which of two
+    causes it is. If the reference's own margin between its two top outputs is smaller than the
+    file's output difference, the decisions are near ties (an untrained model's near-uniform
+    softmax: the probe of stop 28 saw 0% agreement at max |diff| 0.0016) and agreement says
+    little; otherwise the conversion changed the decisions."""
+    agree = metrics.get("top1_agreement")
+    if agree is None or agree >= LOW_AGREEMENT or not len(reference):
+        return None
+    ref = reference.reshape(len(reference), -1)
+    if ref.shape[1] == 1:
+        margins = np.abs(ref[:, 0] - 0.5)
+    else:
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+    margin, diff = float(np.median(margins)), float(metrics["max_abs_diff"])
+    if margin < diff:
+        return (f"{name}: {agree:.2f}% decision agreement with the Keras model, whose own decisions are "
+                f"near ties (median margin between its top two outputs {margin:.2g}, below this file's "
+                f"largest output difference {diff:.2g}; an untrained model?): agreement says little here, "
+                "read max_abs_diff")
+    return (f"{name}: only {agree:.2f}% decision agreement with the Keras model (its median top-two margin "
+            f"{margin:.2g}, this file's largest output difference {diff:.2g}): the conversion changed its "
+            "decisions; compare the accuracy column, try the fp32 or dynamic variant, or rerun with --debug "
+            "and report it")
+
+
 def top1_accuracy(out: np.ndarray, y: np.ndarray | None) -> float | None:
     """Top-1 accuracy (%) of outputs against class labels; None without labels or with one output."""
     out2 = out.reshape(len(out), -1)
@@ -111,6 +141,8 @@ class Verify(Pass):
             metrics.update(bytes=artifact.path.stat().st_size, sha256=sha256_file(artifact.path),
                            data=which, keras_accuracy=keras_accuracy)
             artifact.metrics.update(metrics)
+            if (warning := agreement_warning(artifact.name, metrics, reference)) is not None:
+                state.warn(warning)
             artifact.checks = check_artifact(artifact.path, artifact.format, artifact.precision, target,
                                              run_compiler=cfg.run_compiler)
             for name, check in artifact.checks.items():
