@@ -254,7 +254,8 @@ def build(model: str | Path, target: str | Path | Target = "rpi4", data: str | P
         chosen = best or attempts[-1]
         promote(best, workdir)
         if best is None:
-            failure = budget_failure(attempts, plan.budget, can_back_off(plan.pipeline))
+            failure = budget_failure(attempts, plan.budget, can_back_off(plan.pipeline),
+                                     (chosen.state.facts.get("verify") or {}).get("n_samples"))
             chosen.state.artifacts = []   # nothing over budget ships; the report says what was tried
         report = _finish(plan, chosen, best, attempts, workdir,
                          status="ok" if failure is None else f"failed: {failure}")

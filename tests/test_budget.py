@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from edgesparse.passes.prune.pass_ import PrunePass
 from edgesparse.passes.quantize import Quantize
 from edgesparse.pipeline import Pipeline
-from edgesparse.search.backoff import Attempt, back_off, search
+from edgesparse.search.backoff import Attempt, back_off, budget_failure, search
 from edgesparse.cli import run as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,15 @@ def test_back_off_runs_a_build_plan_through_its_runner(tmp_path):
     assert back_off(plan(3.2, [Quantize()]), tmp_path, run)[0] is None and calls == [(1.0, "attempt-0")]
     calls.clear()
     assert back_off(plan(None, [PrunePass(ratio=0.5)]), tmp_path, run)[0].strength == 1.0 and len(calls) == 1
+
+
+def test_a_validation_split_too_small_for_the_budget_is_named(tmp_path):
+    attempts = [_attempt(1.0, 20.0, 1.0, tmp_path), _attempt(0.5, 20.0, 1.0, tmp_path)]
+    small = str(budget_failure(attempts, 1.0, True, validation_samples=5))
+    assert "the validation split has 5 samples, so one sample is 20 points" in small
+    assert "give at least 100 validation samples" in small
+    assert "validation split has" not in str(budget_failure(attempts, 1.0, True, validation_samples=360))
+    assert "validation split has" not in str(budget_failure(attempts, 0.0, True, validation_samples=360))
 
 
 def _memorising_model(tmp_path):

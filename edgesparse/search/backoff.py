@@ -105,11 +105,19 @@ def promote(attempt: Attempt | None, workdir: Path) -> None:
         shutil.rmtree(sub, ignore_errors=True)
 
 
-def budget_failure(attempts: list[Attempt], budget: float, adjustable: bool) -> BudgetError:
+def budget_failure(attempts: list[Attempt], budget: float, adjustable: bool,
+                   validation_samples: int | None = None) -> BudgetError:
     tried = "; ".join(f"strength {a.strength:.3g}: {a.drop} points lost" for a in attempts)
-    fix = ("loosen max_accuracy_drop, add a distill pass, or compress less" if adjustable else
+    fix = ("loosen max_accuracy_drop, compress less, or add a distill pass if the recipe has none"
+           if adjustable else
            "no pass in the recipe can be scaled back (prune, sparsify); loosen max_accuracy_drop "
            "or change the recipe")
+    # One sample more or less is the smallest drop a validation split can measure: when that is
+    # above the budget, every attempt that changes one decision fails (the probe: 5 samples).
+    if validation_samples and budget > 0 and 100.0 / validation_samples > budget:
+        fix = (f"the validation split has {validation_samples} samples, so one sample is "
+               f"{100.0 / validation_samples:.3g} points, more than the budget: give at least "
+               f"{int(-(-100 // budget))} validation samples (x_val/y_val), or {fix}")
     return BudgetError(f"accuracy budget of {budget} points not met ({tried}); {fix}. "
                        "The report in --out shows every attempt")
 
