@@ -171,6 +171,10 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     if skipped:
         warnings.append(f"skipped {', '.join(skipped)} from {recipe_obj.origin}: they run only with "
                         "labelled data (nothing could check their accuracy); pass --data with labels")
+    if budget and dataset.y_val is not None and 100.0 / len(dataset.y_val) > budget:
+        warnings.append(f"the validation split has {len(dataset.y_val)} samples: one sample is "
+                        f"{100.0 / len(dataset.y_val):.3g} points, more than the {budget:g}-point accuracy "
+                        "budget, so any changed decision breaks it; give more validation samples (x_val/y_val)")
     if target.deprecation:
         warnings.append(target.deprecation)
     return BuildPlan(target=target, recipe=recipe_obj, pipeline=pipeline, data=dataset,

@@ -139,3 +139,14 @@ def test_budget_without_validation_labels_is_refused(tmp_path, capsys):
     code = cli(["build", str(CNN), "--data", str(data), "--recipe", str(recipe), "--out", str(tmp_path / "o")])
     assert code == 2 and "no labelled validation split" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_validation_split_too_small_for_the_budget_is_warned_before_any_work(tmp_path):
+    from edgesparse.build_api import plan_build
+
+    d = np.load(DATA)
+    small = tmp_path / "small.npz"
+    np.savez(small, x_train=d["x_train"], y_train=d["y_train"], x_val=d["x_val"][:20], y_val=d["y_val"][:20])
+    plan = plan_build(CNN, "rpi4", small, None, tmp_path / "o")
+    assert any("the validation split has 20 samples: one sample is 5 points" in w for w in plan.warnings)
+    assert not any("validation split has" in w for w in plan_build(CNN, "rpi4", DATA, None, tmp_path / "p").warnings)
