@@ -31,3 +31,21 @@ def test_help_exits_0(path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Usage" in captured.out and "internal error" not in captured.err
+
+
+def test_tables_wrap_their_headers_instead_of_cropping_the_last_column():
+    """At 80 columns inspect's widest cell, the "prunable" reason, used to be cut off: the headers'
+    full widths were the columns' minimums. A header now wraps between its words."""
+    from rich.console import Console
+
+    from edgesparse.console import table
+
+    reason = "no: feeds model output probs (outputs keep their width)"
+    t = table("channel groups", ["group", "channels", "producers", "following layers", "carried through",
+                                 "prunable"], [[3, 10, "probs", "—", "—", reason]])
+    out = Console(width=80, record=True)
+    out.print(t)
+    text = out.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    cells = [line.split("│")[-2] for line in text.splitlines() if line.startswith("│")]
+    assert " ".join(w for cell in cells for w in cell.split()) == reason
