@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from edgesparse.errors import UserError
 
@@ -33,6 +34,16 @@ def check_writable(path: str | Path, flag: str = "--out") -> None:
         raise UserError(f"cannot write to {path}: {probe} is not writable; choose another {flag}")
 
 
+@contextmanager
+def creating_beside(path: str | Path, flag: str = "--out") -> Iterator[None]:
+    """Creating the temporary file or folder beside an output: an OSError there is the user's
+    --out (e.g. under /proc, which os.access calls writable for root, so check_writable passes)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write to {path}: {exc.strerror or exc}; choose another {flag}") from None
+
+
 def check_new_file(path: str | Path, flag: str = "--out") -> None:
     """Fail in the first second when a single-file output (`prune --out m.keras`) cannot be created.
 
@@ -54,11 +65,9 @@ def write_new_file(path: str | Path, write: Callable[[str], object], flag: str =
     is refused rather than replaced (os.link, unlike os.replace, never replaces)."""
     path = Path(path)
     check_new_file(path, flag)
-    try:
+    with creating_beside(path, flag):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=f".{path.stem}-")
-    except OSError as exc:            # e.g. under /proc, which os.access calls writable for root
-        raise UserError(f"cannot write to {path}: {exc.strerror or exc}; choose another {flag}") from None
     os.close(fd)
     try:
         write(tmp)
