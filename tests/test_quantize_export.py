@@ -113,6 +113,9 @@ def test_synthetic_calibration_is_allowed_but_warned(cnn, tmp_path):
     assert state.quant_plan == QuantPlan(precisions=("int8",), io="float32",
                                          calibration=Calibration(50, "synthetic"), qat=False)
     assert SYNTHETIC_WARNING in state.warnings
+    # 128 synthetic samples, 200 asked for: the user gave no data, so "that is all the data has" is wrong
+    default = run_passes(model, synthetic((8, 8, 1)), "rpi4", tmp_path, [Quantize()])
+    assert default.warnings == [SYNTHETIC_WARNING]
     real = run_passes(model, data, "rpi4", tmp_path, [Quantize()])
     assert real.quant_plan.calibration == Calibration(200, "real")
     assert not any("synthetic" in w for w in real.warnings)
