@@ -41,7 +41,8 @@ def creating_beside(path: str | Path, flag: str = "--out") -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise UserError(f"cannot write to {path}: {exc.strerror or exc}; choose another {flag}") from None
+        raise UserError(f"cannot write to {path}: nothing can be created in {Path(path).parent} "
+                        f"({exc.strerror or exc}); choose another {flag}") from None
 
 
 def check_new_file(path: str | Path, flag: str = "--out") -> None:
