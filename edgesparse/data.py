@@ -12,6 +12,7 @@ says so loudly and claims no accuracy.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,19 +148,35 @@ def _npz_member_size(f, key: str, path: Path) -> None:
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(member)
     if dtype.hasobject:
-        return                                   # np.load refuses it (allow_pickle=False) with its own message
+        raise UserError(f"data file {path}: array {key} holds Python objects, which edgesparse never loads "
+                        "(they would need unpickling); save numeric arrays with numpy.savez")
     declared = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
     if declared > info.file_size:
         raise UserError(f"data file {path}: array {key} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
                         f"{info.file_size:,}; the file is damaged; write it again with numpy.savez")
 
 
-def _check_classes(name: str, *labels: np.ndarray | None) -> None:
-    """Labels of one class give nothing to tell apart: every accuracy and budget would be meaningless."""
-    given = [y for y in labels if y is not None]
-    if given and len(np.unique(np.concatenate(given))) < 2:
-        raise UserError(f"{name}: y has a single class (every label is {int(given[0][0])}); give samples "
-                        "of at least two classes, or x without y for calibration only")
+def _check_classes(name: str, labels: dict[str, np.ndarray | None]) -> None:
+    """Labels of one class give nothing to tell apart: every accuracy and budget would be meaningless.
+    `labels` maps the user's keys (y_train, y_val, or y) to their labels, so the message names them."""
+    given = {k: y for k, y in labels.items() if y is not None}
+    if given and len(np.unique(np.concatenate(list(given.values())))) < 2:
+        keys = " and ".join(given)
+        first = int(next(iter(given.values()))[0])
+        raise UserError(f"{name}: {keys} {'has' if len(given) == 1 else 'have'} a single class (every label is "
+                        f"{first}); give samples of at least two classes, or leave the labels out for "
+                        "calibration only")
+
+
+def _check_pairs(name: str, arrays: dict) -> None:
+    """x_val without y_val (or y_val without x_val) is half a split: it would silently make labelled
+    data unlabelled (and skip every pass that needs labels), or be ignored."""
+    if "y_val" in arrays and "x_val" not in arrays:
+        raise UserError(f"{name}: y_val has no x_val (give both or neither)")
+    if "x_val" in arrays and ("y_train" in arrays) != ("y_val" in arrays):
+        missing = "y_val" if "y_train" in arrays else "y_train"
+        raise UserError(f"{name}: {'x_val has no y_val' if missing == 'y_val' else 'x_train has no y_train'} "
+                        "(give both or neither; labels on one split only cannot train and score the model)")
 
 
 def _check_split(name: str, y: np.ndarray | None, n: int, train: np.ndarray, val: np.ndarray,
@@ -178,6 +195,11 @@ def _check_split(name: str, y: np.ndarray | None, n: int, train: np.ndarray, val
 
 def _load_npz(path: Path):
     """Only the arrays edgesparse uses are inflated (np.load is lazy per key); others stay untouched."""
+    # np.load reads anything that is not a zip as a .npy or a pickle: its message for a text file
+    # ("contains pickled data ... allow_pickle=") is wrong and points at unsafe loading.
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"data file {path} is not an .npz archive; write one with numpy.savez "
+                        "(x_train/y_train[/x_val/y_val] or x/y)")
     try:
         with np.load(path, allow_pickle=False) as f:
             wanted = [k for k in NPZ_KEYS if k in f.files]
@@ -248,16 +270,17 @@ def load_data(path: str | Path | None, input_shape: tuple, num_classes: int | No
         y_train = arrays.get("y_train")
         if y_train is not None:
             y_train = _labels(y_train, len(x_train), num_classes, f"{path.name}: y_train")
+        _check_pairs(path.name, arrays)
         if "x_val" in arrays:
             x_val = _fit_shape(arrays["x_val"], input_shape, f"{path.name}: x_val")
             y_val = arrays.get("y_val")
             if y_val is not None:
                 y_val = _labels(y_val, len(x_val), num_classes, f"{path.name}: y_val")
-            _check_classes(path.name, y_train, y_val)
+            _check_classes(path.name, {"y_train": y_train, "y_val": y_val})
         else:
             tr, va = _split(x_train, y_train, val_fraction, seed)
             _check_split(f"{path.name}: x_train", y_train, len(x_train), tr, va, val_fraction)
-            _check_classes(path.name, y_train)
+            _check_classes(path.name, {"y_train": y_train})
             x_val = x_train[va]
             y_val = None if y_train is None else y_train[va]
             x_train = x_train[tr]
@@ -269,7 +292,7 @@ def load_data(path: str | Path | None, input_shape: tuple, num_classes: int | No
             y = _labels(y, len(x), num_classes, f"{path.name}: y")
         tr, va = _split(x, y, val_fraction, seed)
         _check_split(f"{path.name}: x", y, len(x), tr, va, val_fraction)
-        _check_classes(path.name, y)
+        _check_classes(path.name, {"y": y})
         x_train, x_val = x[tr], x[va]
         y_train, y_val = (None, None) if y is None else (y[tr], y[va])
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgesparse.errors import UserError
-from edgesparse.files import check_writable as can_write
+from edgesparse.files import check_writable as can_write, creating_beside
 
 MARKER = ".edgesparse-output.json"   # {"written_by": "edgesparse", "files": [relative paths]}
 EXIT_ON_SIGTERM = 128 + signal.SIGTERM
@@ -104,9 +104,10 @@ def staged_output(out: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `out`, on error or a signal it is removed."""
     out = Path(out)
     check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with _sigterm_unwinds():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        with creating_beside(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:
             yield tmp
             _write_marker(tmp)

@@ -1,5 +1,6 @@
 """The CLI must start without importing TensorFlow (the agent runs where there is none), and its
-file helpers (the writability probe, atomic model saves) need no TensorFlow either."""
+file helpers (the writability probe, new files written whole and never over another) need no
+TensorFlow either."""
 import os
 import subprocess
 import sys
@@ -7,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesparse.cli._files import save_model_atomically
 from edgesparse.errors import UserError
-from edgesparse.files import check_writable
+from edgesparse.files import check_new_file, check_writable, write_new_file
 
 
 def test_cli_import_does_not_load_tensorflow():
@@ -50,17 +50,73 @@ class _Saves:
         Path(path).write_bytes(self.data)
 
 
-def test_save_model_atomically_writes_an_ordinary_file_or_nothing(tmp_path):
+def test_write_new_file_writes_an_ordinary_file_or_nothing(tmp_path):
     out = tmp_path / "sub" / "m.keras"
-    save_model_atomically(_Saves(b"model"), out)
+    write_new_file(out, _Saves(b"model").save)
     umask = os.umask(0)
     os.umask(umask)
     assert out.read_bytes() == b"model"
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask       # not mkstemp's 0600
+    failed = tmp_path / "sub" / "failed.keras"
     with pytest.raises(RuntimeError, match="disk full"):
-        save_model_atomically(_Saves(None), out)
-    assert out.read_bytes() == b"model"                        # the old file is untouched
-    assert sorted(p.name for p in out.parent.iterdir()) == ["m.keras"]   # no temporary left
+        write_new_file(failed, _Saves(None).save)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.keras"]   # no half file, no temporary
+
+
+def test_write_new_file_never_replaces_a_file(tmp_path):
+    mine = tmp_path / "m.keras"
+    mine.write_text("not edgesparse's")
+    with pytest.raises(UserError, match=r"--out .*m.keras already exists \(a file\); edgesparse does not "
+                                        "overwrite it: move it away or choose another --out"):
+        write_new_file(mine, _Saves(b"model").save)
+
+    def someone_writes_meanwhile(tmp):
+        Path(tmp).write_bytes(b"model")
+        mine.write_text("theirs, written during the work")
+
+    mine.unlink()
+    with pytest.raises(UserError, match="appeared while edgesparse was working"):
+        write_new_file(mine, someone_writes_meanwhile)
+    assert mine.read_text() == "theirs, written during the work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+    link = tmp_path / "link.keras"
+    link.symlink_to(tmp_path / "nowhere.keras")                # dangling: exists() says False
+    with pytest.raises(UserError, match=r"already exists \(a symlink\)"):
+        check_new_file(link)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_write_new_file_under_proc_is_a_user_error():
+    # As root os.access calls /proc writable, but nothing can be created there.
+    with pytest.raises(UserError, match="cannot write to /proc/edgesparse-test.keras"):
+        write_new_file(Path("/proc/edgesparse-test.keras"), _Saves(b"model").save)
+
+
+MODEL = Path(__file__).parent / "data" / "digits_cnn_keras3.keras"
+
+
+@pytest.mark.parametrize("argv", [
+    ["prune", str(MODEL), "--macs", "0.5"],
+    ["prune", str(MODEL), "--macs", "0.5", "--sensitivity"],      # its plot: <out>-sensitivity.png
+    ["sparsify", str(MODEL), "--sparsity", "0.5"],
+    ["lowrank", str(MODEL), "--macs", "0.5"],
+    ["grow", str(MODEL)],
+    ["profile", str(MODEL), "--local"],
+], ids=["prune", "prune-plot", "sparsify", "lowrank", "grow", "profile"])
+def test_commands_writing_one_file_refuse_an_existing_one_before_any_work(tmp_path, capsys, argv):
+    from edgesparse.cli import run
+
+    out = tmp_path / "existing.keras"
+    flag = "--json" if argv[0] == "profile" else "--out"
+    if "--sensitivity" in argv:
+        out.with_name("existing-sensitivity.png").write_text("not mine")
+    else:
+        out.write_text("not mine")
+    assert run([*argv, flag, str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and f"another {flag}" in err, err
+    assert all(p.read_text() == "not mine" for p in tmp_path.iterdir())
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def _command_params(name):

@@ -54,12 +54,24 @@ def test_no_data_gives_seeded_synthetic_calibration():
     assert not a.real and not a.labelled and np.array_equal(a.x_calib, b.x_calib)
 
 
+X10, Y10 = np.zeros((10, 4), np.float32), np.arange(10) % 2
+
+
 @pytest.mark.parametrize("arrays,message", [
     ({"x": np.zeros((5, 3, 3)), "y": np.zeros(5)}, "do not|takes"),
     ({"x": np.zeros((5, 4)), "y": np.array([0, 1, 2, 3, 9])}, "labels in"),
     ({"x": np.zeros((5, 4)), "y": np.zeros(4)}, "4 labels for 5 samples"),
     ({"x": np.zeros((5, 4)), "y": np.array([0.5, 1, 0, 1, 0])}, "non-integer"),
     ({"images": np.zeros((5, 4))}, "give x_train"),
+    # half a validation split: labelled data must not become unlabelled, nor y_val be ignored
+    ({"x_train": X10, "y_train": Y10, "x_val": X10}, r"x_val has no y_val \(give both or neither"),
+    ({"x_train": X10, "y_train": Y10, "y_val": Y10}, r"y_val has no x_val \(give both or neither\)"),
+    ({"x_train": X10, "x_val": X10, "y_val": Y10}, r"x_train has no y_train \(give both or neither"),
+    # the key the user gave, not "y"
+    ({"x_train": X10, "y_train": np.zeros(10)}, r"d.npz: y_train has a single class \(every label is 0\)"),
+    ({"x_train": X10, "y_train": np.zeros(10), "x_val": X10, "y_val": np.zeros(10)},
+     "y_train and y_val have a single class"),
+    ({"x": X10, "y": np.ones(10)}, "d.npz: y has a single class"),
 ])
 def test_bad_data_names_the_problem(tmp_path, arrays, message):
     p = _npz(tmp_path, **arrays)
@@ -72,8 +84,18 @@ def test_missing_and_corrupt_files(tmp_path):
         load_data(tmp_path / "nope.npz", (4,), 3)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="cannot read data file"):
+    # numpy takes anything that is not a zip for a pickle, and says to allow_pickle: never repeat that
+    with pytest.raises(UserError, match=r"bad.npz is not an .npz archive; write one with numpy.savez") as err:
         load_data(bad, (4,), 3)
+    assert "pickle" not in str(err.value)
+    np.save(tmp_path / "one.npy", np.zeros((5, 4)))
+    (tmp_path / "one.npy").rename(bad)                  # a lone .npy is no archive either
+    with pytest.raises(UserError, match="not an .npz archive"):
+        load_data(bad, (4,), 3)
+    _npz(tmp_path, x=np.array([np.zeros(4), "a"], dtype=object), y=np.zeros(2))
+    with pytest.raises(UserError, match="array x holds Python objects, which edgesparse never loads") as err:
+        load_data(tmp_path / "d.npz", (4,), 3)
+    assert "allow_pickle" not in str(err.value)
     csv = tmp_path / "d.csv"
     csv.write_text("1,2")
     with pytest.raises(UserError, match="not an .npz"):

@@ -128,6 +128,9 @@ def test_cli_prune_writes_a_smaller_model(tmp_path, capsys):
     assert count_macs(small) * 2 <= count_macs(keras.models.load_model(CNN))
     assert "channels per layer" in err and "conv2" in err
     assert [p.name for p in tmp_path.iterdir()] == ["small.keras"]        # no temp files left
+    written = out.read_bytes()
+    assert cli(["prune", str(CNN), "--macs", "0.5", "--out", str(out)]) == 2   # never over a file
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == written
 
 
 def test_cli_prune_bad_ratio_writes_nothing(tmp_path, capsys):

@@ -34,6 +34,16 @@ def _write(out: Path, files: dict[str, str]) -> None:
             (stage / name).write_text(text)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_out_where_nothing_can_be_created_is_a_user_error(tmp_path, capsys):
+    # As root os.access calls /proc writable, so only creating the staging folder finds out.
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text(FAST)
+    code = cli(["build", str(MLP), "--data", str(DATA), "--recipe", str(recipe), "--out", "/proc/edgesparse-test"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: cannot write to /proc/edgesparse-test") and "\n" not in err, err
+
+
 def test_a_folder_holding_a_report_json_of_someone_else_is_not_replaced(tmp_path):
     out = tmp_path / "results"
     out.mkdir()

@@ -312,6 +312,14 @@ def test_pass_records_per_layer_sparsity_errors_accuracy_and_sizes(mlp, digits, 
     assert "not measured" in f["latency"]
 
 
+def test_the_size_conversions_keep_the_converter_chatter_off_the_terminal(mlp, digits, capfd):
+    from edgesparse.passes.sparsify.sizes import model_sizes
+
+    model_sizes(mlp, digits.x_train)                     # fp32, int8, sparse: four conversions
+    out, err = capfd.readouterr()
+    assert "fully_quantize" not in err + out and "inference_type" not in err + out, err
+
+
 def test_zeros_survive_tflite_fp32_export(mlp, digits):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -16,10 +16,9 @@ from typing import Optional
 import typer
 
 from edgesparse.cli import UNSAFE_LOAD_HELP
-from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
-from edgesparse.files import check_writable
+from edgesparse.files import check_new_file, write_new_file
 from edgesparse.passes.grow import GrowConfig
 
 
@@ -36,14 +35,14 @@ def grow(model: Path, data: Optional[Path], out: Optional[Path], json_out: bool,
     """Start from a small version of MODEL and grow it while training until it is good enough."""
     cfg = _config(settings)
     out = out if out is not None else Path(f"{model.stem}-grown.keras")
-    if out.suffix not in (".keras", ".h5") or out.is_dir():
+    if out.suffix not in (".keras", ".h5"):
         raise UserError(f"--out {out} must be a file ending in .keras or .h5")
-    check_writable(out)
+    check_new_file(out)
     state = run_grow(model, data, cfg, unsafe_load)
     from edgesparse.console import console
 
     render(state, console)
-    save_model_atomically(state.model, out)
+    write_new_file(out, state.model.save)
     console.print(f"wrote {out}")
     if json_out:
         sys.stdout.write(json.dumps(state.facts.get("grow", {}), indent=2, default=str) + "\n")

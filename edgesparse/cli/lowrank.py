@@ -2,7 +2,7 @@
 
 Runs exactly the pass a recipe runs (factorisation, refit and, with labelled data, a short
 fine-tune) and writes the factorised Keras model, next to its final name and moved into place,
-so an error leaves nothing half-written.
+so an error leaves nothing half-written (and never over an existing file).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import typer
 from pydantic import ValidationError
 
 from edgesparse.cli import UNSAFE_LOAD_HELP
-from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.files import check_new_file, write_new_file
 from edgesparse.passes.lowrank.pass_ import LowRankConfig
 
 MODEL_HELP = "A Keras model file (.keras, .h5) or SavedModel folder."
@@ -40,6 +40,7 @@ def lowrank(model: Path, data: Optional[Path], target: Optional[str], out: Optio
     out = out or model.with_name(model.stem + "-lowrank.keras")
     if out.suffix != ".keras":
         raise UserError(f"--out {out} must end in .keras")
+    check_new_file(out)
     epochs = settings.pop("finetune_epochs")          # None: decided by the data below
     try:
         config = LowRankConfig(**config_values(LowRankConfig, settings), finetune_epochs=epochs or 0)
@@ -60,7 +61,7 @@ def lowrank(model: Path, data: Optional[Path], target: Optional[str], out: Optio
     with tempfile.TemporaryDirectory(prefix="edgesparse-lowrank-") as work, RichProgress() as progress:
         ctx = RunContext(target=tgt, data=dataset, workdir=Path(work), progress=progress)
         state = LowRankPass(config).run(state, ctx)
-        save_model_atomically(state.model, out)
+        write_new_file(out, state.model.save)
     for w in state.warnings:
         console.print(f"[bold yellow]warning:[/] {w}")
     render(state.facts["lowrank"], console)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from edgesparse.errors import UserError
+from edgesparse.files import check_new_file, write_new_file
 from edgesparse.profile import agent as profiling_agent, measure  # stdlib only: cheap to import
 from edgesparse.profile.collect import collect_profiles
 
@@ -61,6 +62,8 @@ def profile_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results to this JSON file."),
 ):
     """Measure an artifact's latency, memory and energy on one or more devices."""
+    if json_out:
+        check_new_file(json_out, "--json")
     params = {"runs": runs, "warmup": warmup, "min_seconds": min_seconds, "threads": threads,
               "runtime": runtime, "delegate": delegate, "seed": seed}
     hardware = _target_hardware(target) if target else None
@@ -69,7 +72,8 @@ def profile_command(
                                precision=precision)
     render(summary)
     if json_out:
-        json_out.write_text(json.dumps(summary, indent=2, default=str))
+        text = json.dumps(summary, indent=2, default=str)
+        write_new_file(json_out, lambda tmp: Path(tmp).write_text(text), "--json")
     failed = [d for d in summary["devices"] if not d["ok"]]
     if failed:
         raise UserError("; ".join(d["error"]["message"] for d in failed))

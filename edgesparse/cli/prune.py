@@ -2,11 +2,12 @@
 
 `prune` runs exactly the pass a recipe runs (removal, reconstruction and, with labelled data, a
 short fine-tune) and writes the smaller Keras model. The file is written next to its final name
-and moved into place, so an error leaves nothing half-written.
+and moved into place, so an error leaves nothing half-written, and never over an existing file
+(`files.write_new_file`).
 """
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -15,9 +16,9 @@ import typer
 from pydantic import ValidationError
 
 from edgesparse.cli import UNSAFE_LOAD_HELP
-from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.files import check_new_file, write_new_file
 from edgesparse.passes.prune.pass_ import PruneConfig
 
 MODEL_HELP = "A Keras model file (.keras, .h5), a SavedModel folder, or an ONNX file."
@@ -99,6 +100,10 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     out = out or model.with_name(model.stem + "-pruned.keras")
     if out.suffix != ".keras":
         raise UserError(f"--out {out} must end in .keras")
+    check_new_file(out)
+    plot = out.with_name(out.stem + "-sensitivity.png")
+    if settings["sensitivity"] or settings["allocation"] == "sensitivity":
+        check_new_file(plot)
     tgt = None
     if target is not None:
         from edgesparse.targets import load_target
@@ -125,10 +130,10 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
             state = _regularize_first(method, config, regularize_epochs).run(state, ctx)
         state = PrunePass(config).run(state, ctx)
         facts = state.facts["prune"]
-        save_model_atomically(state.model, out)
+        write_new_file(out, state.model.save)
         if "sensitivity" in facts and "plot" in facts["sensitivity"]:
-            plot = out.with_name(out.stem + "-sensitivity.png")
-            os.replace(Path(work) / facts["sensitivity"]["plot"], plot)
+            made = Path(work) / facts["sensitivity"]["plot"]
+            write_new_file(plot, lambda tmp: shutil.copyfile(made, tmp))   # work may be on another disk
             facts["sensitivity"]["plot"] = str(plot)
     for w in state.warnings:
         console.print(f"[bold yellow]warning:[/] {w}")

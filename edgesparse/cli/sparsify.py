@@ -15,10 +15,9 @@ from typing import Optional
 import typer
 
 from edgesparse.cli import UNSAFE_LOAD_HELP
-from edgesparse.cli._files import save_model_atomically
 from edgesparse.cli._options import ConfigOption, command, config_parameter, config_values, parameter
 from edgesparse.errors import UserError, describe_validation_error
-from edgesparse.files import check_writable
+from edgesparse.files import check_new_file, write_new_file
 from edgesparse.passes.sparsify.pass_ import SparsifyConfig
 
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -36,9 +35,7 @@ def _config(settings: dict):
 def _check_out(out: Path) -> None:
     if out.suffix not in MODEL_SUFFIXES:
         raise UserError(f"--out {out} must end in .keras or .h5")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file path ending in .keras")
-    check_writable(out)
+    check_new_file(out)
 
 
 def load_model(path: Path, unsafe: bool = False):
@@ -60,7 +57,7 @@ def sparsify(model: Path, data: Optional[Path], out: Optional[Path], json_out: b
     from edgesparse.console import console
 
     render(state, console)
-    save_model_atomically(state.model, out)
+    write_new_file(out, state.model.save)
     console.print(f"wrote {out}")
     if json_out:
         sys.stdout.write(json.dumps(state.facts.get("sparsify", {}), indent=2, default=str) + "\n")

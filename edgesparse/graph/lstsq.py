@@ -22,6 +22,8 @@ from contextlib import nullcontext
 import numpy as np
 from scipy.linalg import lapack
 
+from edgesparse.errors import UserError
+
 try:  # ships with scikit-learn
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -36,6 +38,13 @@ class NormalEquations:
             raise ValueError("centre the inputs or augment them with a bias column, not both")
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            # NaN/inf here come from float32 overflowing on data of the wrong scale (finite inputs
+            # around 1e30 do it); LAPACK would fail with "Eigenvalues did not converge".
+            raise UserError("a layer's activations on the data are NaN or infinite, so its least-squares "
+                            "refit cannot run: float32 overflows on inputs far outside the usual range; "
+                            "the data's scale is likely wrong: check its range (e.g. pixels in [0, 1], "
+                            "or standardised features)")
         self.d, self.out = x.shape[1], y.shape[1]
         self.x_mean = x.mean(axis=0) if center else np.zeros(x.shape[1])
         self.y_mean = y.mean(axis=0) if center else np.zeros(y.shape[1])

@@ -77,7 +77,9 @@ class Quantize(Pass):
                                      calibration=Calibration(samples, source), qat=qat)
         if "int8" in cfg.precisions and not data.real:
             state.warn(SYNTHETIC_WARNING)
-        if "int8" in cfg.precisions and samples < cfg.calibration_samples:
+        # Synthetic inputs are as many as we made (SYNTHETIC_WARNING says what they mean); only the
+        # user's data can be "all the data has".
+        if "int8" in cfg.precisions and data.real and samples < cfg.calibration_samples:
             state.warn(f"int8 calibration uses {samples} samples, fewer than the "
                        f"{cfg.calibration_samples} asked for: that is all the data has")
         state.record(QuantizeFacts(precisions=list(cfg.precisions), io=io, calibration_samples=samples,

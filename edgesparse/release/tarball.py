@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from edgesparse.errors import UserError
+from edgesparse.files import creating_beside
 
 DEFAULT_EPOCH = 315532800          # 1980-01-01T00:00:00Z: the earliest time every archive format takes
 MAX_UNPACKED_BYTES = 4 << 30       # verify-release refuses archives that unpack to more than this
@@ -63,8 +64,9 @@ def _entries(root: Path, top: str) -> list[tuple[str, Path]]:
 def write_tarball(root: Path, top: str, dest: Path, mtime: int | None = None) -> Path:
     """Pack `root/top` as `dest` (a .tar.gz): written to a temporary file beside it, then renamed."""
     mtime = release_epoch() if mtime is None else mtime
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    with creating_beside(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as raw:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from edgesparse._tf import keras, tf
+from edgesparse.errors import UserError
 from edgesparse.train.callbacks import EarlyStopping, EveryNSteps, ProgressCallback
 from edgesparse.train.losses import Objective
 from edgesparse.train.metrics import accuracy
@@ -146,6 +147,12 @@ def train(model, data: tuple[np.ndarray, np.ndarray | None], *, loss: Objective,
             cb.net = model
         cbs.append(cb)
     hist = trainee.fit(**batches, epochs=epochs, verbose=0, callbacks=cbs)
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        # Keras trains on through NaN; the model would then ship (and be scored) as garbage. Inputs
+        # far outside the usual range (x * 1e30 stays finite in float32) make the gradients overflow.
+        raise UserError("training turned the model's weights into NaN or infinity (the loss "
+                        "overflowed); the data's scale is likely wrong: check its range (e.g. pixels in "
+                        "[0, 1], or standardised features)")
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     return TrainResult(history=history, epochs_run=len(history.get("loss", [])),
                        best_epoch=stopper.best_epoch if stopper else None,

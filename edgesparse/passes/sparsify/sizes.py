@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse._tf import tf
+from edgesparse.convert import quiet
 
 REPRESENTATIVE_SAMPLES = 100
 
@@ -62,7 +63,8 @@ def to_tflite(model, int8: bool = False, sparse: bool = False,
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    return converter.convert()
+    with quiet():                        # the converter's C++ chatter ("fully_quantize: 0, ...") on fd 2
+        return converter.convert()
 
 
 def sparse_encoding(flatbuffer: bytes) -> list[dict[str, Any]] | None:
