@@ -312,6 +312,36 @@ def test_pass_records_per_layer_sparsity_errors_accuracy_and_sizes(mlp, digits, 
     assert "not measured" in f["latency"]
 
 
+def _sequence_model(attention: bool):
+    """Dense -> (MultiHeadAttention ->) LSTM -> Dense on 6 x 5 sequences, and unlabelled data."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 5))
+    x = L.Dense(8, name="embed")(i)
+    if attention:
+        x = L.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(x, x)
+    x = L.LSTM(4, name="lstm")(x)
+    model = keras.Model(i, L.Dense(3, activation="softmax", name="head")(x))
+    x = np.random.default_rng(0).normal(size=(64, 6, 5)).astype(np.float32)
+    return model, Dataset(None, None, None, None, x_calib=x, labelled=False, real=True, source="test")
+
+
+def test_all_kernels_counts_the_kernels_of_layers_kept_dense(tmp_path):
+    # The attention's projections are 3-D EinsumDense kernels inside the MultiHeadAttention, the
+    # LSTM has a kernel and a recurrent kernel: none is sparsified, all are kernels.
+    model, data = _sequence_model(attention=True)
+    state = ModelState(model=model, name="seq", reference=model)
+    state = SparsifyPass(sparsity=0.9, sizes=False).run(state, RunContext(target=None, data=data, workdir=tmp_path))
+    f = state.facts["sparsify"]
+    kernels = [w.numpy() for w in state.model.weights if "kernel" in w.name]
+    assert f["kernel_weights"] == sum(k.size for k in kernels) == 5 * 8 + 4 * 8 * 8 + 4 * (8 + 4) * 4 + 4 * 3
+    assert f["sparsity_all_kernels"] == pytest.approx(sum(int((k == 0).sum()) for k in kernels) / f["kernel_weights"],
+                                                      abs=1e-6)
+    assert f["sparsity_all_kernels"] < 0.2 < 0.85 < f["sparsity"]
+    kept = {r["layer"]: r for r in f["layers"] if r.get("skipped")}
+    assert set(kept) == {"mha", "lstm"} and kept["mha"]["weights"] == 4 * 8 * 8
+    assert "MultiHeadAttention keeps its weights dense" in kept["mha"]["skipped"]
+
+
 def test_zeros_survive_tflite_fp32_export(mlp, digits):
     from ai_edge_litert.interpreter import Interpreter
 
