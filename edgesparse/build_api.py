@@ -155,6 +155,9 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     dataset = load_data(data, input_shape, num_classes, seed=recipe_obj.spec.seed)
 
     recipe_obj, skipped = recipe_obj.for_data(dataset.real, dataset.labelled)
+    fitted: list[str] = []
+    if recipe is None:      # the target's default recipe gives way to the model; a user's means what it says
+        recipe_obj, fitted = recipe_obj.for_model(keras_model, target)
     pipeline = pipeline_for(recipe_obj)
     problems = pipeline.validate(target, _data_info(dataset, num_classes))
     budget = _budget(recipe_obj, dataset)
@@ -171,6 +174,7 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     if skipped:
         warnings.append(f"skipped {', '.join(skipped)} from {recipe_obj.origin}: they run only with "
                         "labelled data (nothing could check their accuracy); pass --data with labels")
+    warnings.extend(fitted)
     if budget and dataset.y_val is not None and 100.0 / len(dataset.y_val) > budget:
         warnings.append(f"the validation split has {len(dataset.y_val)} samples: one sample is "
                         f"{100.0 / len(dataset.y_val):.3g} points, more than the {budget:g}-point accuracy "

@@ -169,6 +169,13 @@ class Pass:
         attempt and starts every back-off attempt from a fresh clone."""
         raise NotImplementedError
 
+    def for_model(self, model, target: Any) -> "tuple[Pass | None, str | None]":
+        """This pass of a target's default recipe fitted to `model`: itself and no note, or a
+        milder copy or None (left out) and one line saying why and how to ask for it. A default
+        recipe is written for every model, so it gives way where a model cannot meet it; a
+        user's recipe is never fitted (its pass fails instead, naming the key to change)."""
+        return self, None
+
     def scaled(self, strength: float) -> "Pass | None":
         """A gentler copy of this pass at `strength` in (0, 1) for the accuracy-budget back-off
         (1 = as configured, towards 0 = no compression). None: this pass cannot be scaled."""

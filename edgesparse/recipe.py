@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgesparse.errors import ECHO_LIMIT, UserError, describe_validation_error
 from edgesparse.passes import load_builtin_passes
-from edgesparse.pipeline import Pass, Pipeline
+from edgesparse.pipeline import TEACHER, Pass, Pipeline
 
 
 class RecipeFile(BaseModel):
@@ -70,6 +70,29 @@ class Recipe:
         kept = [p for p, w in zip(self.passes, self.when) if ok[w]]
         skipped = [p.name for p, w in zip(self.passes, self.when) if not ok[w]]
         return Recipe(self.spec, kept, self.origin), skipped
+
+    def for_model(self, model, target) -> tuple["Recipe", list[str]]:
+        """A target's default recipe fitted to the model (`Pass.for_model`), and one note per
+        change. A pass that learns from the imported model (a distill) is left out with the
+        model-changing passes before it when none of them is left: it would only distil the
+        model into itself."""
+        kept, when, notes = [], [], []
+        left_out, left_why = [], ""     # the passes the last note leaves out, and why
+        for p, w in zip(self.passes, self.when):
+            fitted, why = p.for_model(model, target)
+            if fitted is not None and TEACHER in p.needs and left_out and not any(q.changes_model for q in kept):
+                left_out.append(p.name)                     # it goes with them, in their note
+                notes[-1] = f"skipped {', '.join(left_out)} from {self.origin}: {left_why}"
+                continue
+            if fitted is None:
+                left_out, left_why = [p.name], why
+                notes.append(f"skipped {p.name} from {self.origin}: {why}")
+                continue
+            if why:
+                notes.append(f"{p.name} from {self.origin}: {why}")
+            kept.append(fitted)
+            when.append(w)
+        return Recipe(self.spec, kept, self.origin, when), notes
 
     @property
     def name(self) -> str:

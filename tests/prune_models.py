@@ -224,6 +224,18 @@ def mobilenet_v2(seed=0):
     return _randomise_bn(keras.Model(i, o, name="mobilenet_v2"), seed)
 
 
+def recurrent(cell: str = "LSTM", seed=0):
+    """Conv1D -> LSTM/GRU -> Dense -> Dense (the probe's lstm.keras, smaller): the recurrent layer
+    is not followed by the channel analysis, so only the hidden Dense group can be pruned."""
+    tf.random.set_seed(seed)
+    i = L.Input((6, 5))
+    x = L.Conv1D(8, 3, activation="relu", name="conv")(i)
+    x = getattr(L, cell)(6, name="rnn")(x)
+    x = L.Dense(16, activation="relu", name="hidden")(x)
+    o = L.Dense(3, activation="softmax", name="head")(x)
+    return _randomise_bn(keras.Model(i, o, name=f"tiny_{cell.lower()}"), seed)
+
+
 ZOO = {"conv_bn": conv_bn, "residual": residual, "concat": concat, "mobile": mobile,
        "conv1d": conv1d, "mlp": mlp, "squeeze_excite": squeeze_excite, "ds_cnn": ds_cnn,
        "mobilenet_v2": mobilenet_v2}

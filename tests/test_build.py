@@ -261,3 +261,69 @@ def test_foreign_nonempty_out_is_refused(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path, capsys):
     code = cli(["build", str(tmp_path / "none.keras"), "--debug"])
     assert code == 2 and "Traceback" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the default recipe gives way
+
+def _tiny(tmp_path, kind: str):
+    """A model the default recipe's prune (keep 30% of the MACs) cannot meet, saved, with labels."""
+    from edgesparse._tf import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    i = L.Input((6, 6, 1))
+    if kind == "unprunable":      # LayerNormalization ties the only hidden group: nothing to prune
+        x = L.LayerNormalization()(L.Dense(8, name="hidden")(L.Flatten()(i)))
+    else:                         # round_to 4: each group keeps 4 of 8 channels at least
+        x = L.Dense(8, activation="relu", name="hidden")(
+            L.GlobalAveragePooling2D()(L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(i)))
+    model, path, data = keras.Model(i, L.Dense(3, activation="softmax")(x)), tmp_path / f"{kind}.keras", tmp_path / "d.npz"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(60, 6, 6, 1)).astype("float32"), y=np.arange(60) % 3)
+    return path, data
+
+
+def _prune_recipe(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("passes:\n  - pass: prune\n    macs: 0.3\n  - pass: quantize\n    precisions: [fp32]\n"
+                 "  - pass: export\n  - pass: verify\n")
+    return f
+
+
+def test_default_recipe_skips_prune_and_distill_on_a_model_with_nothing_to_prune(tmp_path, capsys):
+    model, data = _tiny(tmp_path, "unprunable")
+    out = tmp_path / "out"
+    assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert [p["name"] for p in report["passes"]] == ["import", "quantize", "export", "verify"]
+    [skip] = [w for w in report["warnings"] if w.startswith("skipped prune, distill from default recipe of target rpi4")]
+    assert "no prunable channel group (hidden: flows into layer_normalization" in skip and "--recipe" in skip
+    assert skip in (out / "report.md").read_text()
+    # A user's recipe means what it says: an error naming what to change, nothing in --out.
+    mine = tmp_path / "mine"
+    assert cli(["build", str(model), "--data", str(data), "--recipe", str(_prune_recipe(tmp_path)),
+                "--out", str(mine)]) == 2
+    assert "remove the prune pass from the recipe" in capsys.readouterr().err and not mine.exists()
+
+
+def test_default_recipe_prunes_to_the_floor_when_its_mac_target_is_below_it(tmp_path, capsys):
+    model, data = _tiny(tmp_path, "floor")
+    out = tmp_path / "out"
+    assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    # conv 6x6x9x8 + hidden 8x8 + head 8x3 MACs, and at 4 channels each: 1324 / 2680 = 49.4%
+    assert report["model"]["macs"] == 2680
+    assert next(p for p in report["passes"] if p["name"] == "prune")["metrics"]["macs"] == 1324
+    assert next(p for p in report["recipe"]["passes"] if p["pass"] == "prune")["macs"] == 0.4941
+    [cap] = [w for w in report["warnings"] if "capped" in w]
+    assert cap.startswith("prune from default recipe of target rpi4: macs: 0.3 capped at 0.4941, the least")
+    assert "prune pass has macs: 0.4941" in cap
+    mine = tmp_path / "mine"
+    assert cli(["build", str(model), "--data", str(data), "--recipe", str(_prune_recipe(tmp_path)),
+                "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "still keeps 49.4%" in err and "set `macs` of the prune pass to 0.4941 or more" in err
+    assert not mine.exists()

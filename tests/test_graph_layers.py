@@ -9,7 +9,7 @@ from edgesparse.errors import UserError
 from edgesparse.graph.channels import ChannelGraph
 from edgesparse.graph.layers import (IN, LayerRule, Role, TrainingOnly, in_width, out_width,
                                      register_layer, rule_named, rule_of, training_only_layers)
-from edgesparse.graph.stats import count_macs, layer_macs
+from edgesparse.graph.stats import count_macs, layer_macs, macs_by_layer, uncounted_layers, uncounted_warning
 from edgesparse.graph.surgery import layer_keeps, planned_params, shrink
 from edgesparse.passes.prune.allocation import macs_of
 
@@ -79,6 +79,10 @@ def test_unregistered_custom_layers_fail_closed_and_count_no_macs():
     # A subclass of Dense does not inherit Dense's rule: its call may compute something else.
     assert rule_of(m.get_layer("scaled")).role is None
     assert count_macs(m) == 16 * 8 + 8 * 3
+    # ... and the total says it is a lower bound, naming what it left out.
+    assert uncounted_layers(m) == {"scaled": "ScaledDense has weights and no MAC formula",
+                                   "cscale": "ChannelScale has weights and no MAC formula"}
+    assert "lower bound" in uncounted_warning(m) and "scaled (ScaledDense" in uncounted_warning(m)
 
 
 def test_registered_custom_layers_are_pruned_through_and_counted(registered):
@@ -118,6 +122,44 @@ def test_mac_formulas_count_a_plan_like_the_model_it_builds():
     keras.Sequential([L.Input((6, 6, 4)), conv])
     assert layer_macs(conv) == 6 * 6 * 9 * 4 * 8
     assert layer_macs(conv, n_in=2, n_out=3) == 6 * 6 * 9 * 2 * 3
+
+
+def test_recurrent_layers_count_every_gate_at_every_timestep():
+    i = L.Input((7, 5), name="x")
+    x = L.LSTM(6, return_sequences=True, name="lstm")(i)
+    x = L.GRU(4, return_sequences=True, name="gru")(x)
+    x = L.SimpleRNN(3, return_sequences=True, name="rnn")(x)
+    x = L.Bidirectional(L.LSTM(2), name="bi")(x)
+    m = keras.Model(i, L.Dense(3, name="head")(x))
+    # T * gates * units * (input + units): LSTM 4 gates, GRU 3, SimpleRNN 1; both directions.
+    assert macs_by_layer(m) == {"x": 0, "lstm": 7 * 4 * 6 * (5 + 6), "gru": 7 * 3 * 4 * (6 + 4),
+                                "rnn": 7 * 1 * 3 * (4 + 3), "bi": 2 * 7 * 4 * 2 * (3 + 2),
+                                "head": 4 * 3}
+    assert uncounted_layers(m) == {} and uncounted_warning(m) is None
+
+
+def test_attention_layers_count_the_projections_scores_and_weighted_sums():
+    q_in, v_in = L.Input((6, 8)), L.Input((4, 10))
+    dot = L.Attention(name="dot")([L.Dense(10, name="q")(q_in), v_in])
+    additive = L.AdditiveAttention(name="additive")([L.Dense(10, name="q2")(q_in), v_in])
+    mha = L.MultiHeadAttention(num_heads=3, key_dim=4, value_dim=2, name="mha")
+    heads = mha(q_in, v_in)
+    m = keras.Model([q_in, v_in], [dot, additive, heads])
+    macs = macs_by_layer(m)
+    # a score per (query, key) pair over the features, then the score-weighted sum of the values
+    assert macs["dot"] == macs["additive"] == 6 * 4 * (10 + 10)
+    # Q (8 -> 3x4) at 6 positions, K (10 -> 3x4) and V (10 -> 3x2) at 4, output (3x2 -> 8) at 6;
+    # per head 6 x 4 scores of length 4 and weighted sums of length 2
+    assert macs["mha"] == 6 * 8 * 12 + 4 * 10 * 12 + 4 * 10 * 6 + 6 * 6 * 8 + 3 * 6 * 4 * (4 + 2)
+    assert uncounted_layers(m) == {}
+
+
+def test_unknown_sequence_length_makes_the_total_a_lower_bound():
+    i = L.Input((None, 5))
+    m = keras.Model(i, L.Dense(3, name="head")(L.LSTM(6, name="lstm")(i)))
+    assert count_macs(m) == 6 * 3
+    assert uncounted_layers(m) == {"lstm": "its shapes have unknown dimensions"}
+    assert uncounted_warning(m).startswith("MACs are a lower bound: they leave out lstm (its shapes")
 
 
 def test_training_only_layers_are_found_and_export_refuses_them(tmp_path):

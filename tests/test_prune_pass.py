@@ -155,6 +155,24 @@ def test_cli_inspect_names_unprunable_layers(tmp_path, capsys):
     assert "1 of 3 channel groups prunable" in err
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_cli_prunes_around_a_recurrent_layer(cell, tmp_path, capsys):
+    model = zoo.recurrent(cell)
+    path, data, out = tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "small.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(48, 6, 5)).astype("float32"), y=np.arange(48) % 3)
+    assert cli(["inspect", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 channel groups prunable" in err and f"{cell} is not understood by the channel" in err
+    assert cli(["prune", str(path), "--data", str(data), "--ratio", "0.5", "--out", str(out)]) == 0
+    small = keras.models.load_model(out)
+    assert small.get_layer("hidden").units == 8
+    assert small.get_layer("rnn").get_config()["units"] == 6 and small.get_layer("conv").filters == 8
+    x = rng.normal(size=(4, 6, 5)).astype("float32")
+    np.testing.assert_allclose(small(x).numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
 def test_recipe_prune_then_quantize_export_verify(tmp_path):
     """The pruned model goes through quantize/export/verify unchanged (the lead's build)."""
     import edgesparse

@@ -102,6 +102,26 @@ def test_plan_counts_match_the_built_model(name):
     assert macs_of(g, keeps) == count_macs(new)
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_a_recurrent_layer_fixes_its_groups_and_the_dense_after_it_is_pruned(cell):
+    # An LSTM kernel is (in, 4 * units), a GRU's (in, 3 * units): no weight axis is a channel
+    # width, and sizing even the unpruned plan used to stop on "would need slicing".
+    m = zoo.recurrent(cell)
+    g = ChannelGraph(m)
+    assert [grp.producers for grp in g.prunable_groups] == [["hidden"]]
+    conv = next(grp for grp in g.groups if grp.producers == ["conv"])
+    assert conv.reasons == [f"flows into rnn ({cell} is not understood by the channel analysis)"]
+    assert planned_params(m, layer_keeps(g, g.full_keep())) == m.count_params()
+    keep = random_plan(g, seed=3)
+    keeps = layer_keeps(g, keep)
+    new = shrink(m, g, keep)
+    assert new.get_layer("hidden").units == 8
+    assert planned_params(m, keeps) == new.count_params() < m.count_params()
+    assert macs_of(g, keeps) == count_macs(new) < count_macs(m)
+    x = zoo.sample_inputs(m)
+    np.testing.assert_allclose(new(x).numpy(), masked_original(m, g, keep)(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_producer_shapes_follow_the_plan():
     m = zoo.conv_bn()
     g = ChannelGraph(m)

@@ -320,13 +320,73 @@ def test_the_size_conversions_keep_the_converter_chatter_off_the_terminal(mlp, d
     assert "fully_quantize" not in err + out and "inference_type" not in err + out, err
 
 
+def _sequence_model(attention: bool):
+    """Dense -> (MultiHeadAttention ->) LSTM -> Dense on 6 x 5 sequences, and unlabelled data."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 5))
+    x = L.Dense(8, name="embed")(i)
+    if attention:
+        x = L.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(x, x)
+    x = L.LSTM(4, name="lstm")(x)
+    model = keras.Model(i, L.Dense(3, activation="softmax", name="head")(x))
+    x = np.random.default_rng(0).normal(size=(64, 6, 5)).astype(np.float32)
+    return model, Dataset(None, None, None, None, x_calib=x, labelled=False, real=True, source="test")
+
+
+def test_all_kernels_counts_the_kernels_of_layers_kept_dense(tmp_path):
+    # The attention's projections are 3-D EinsumDense kernels inside the MultiHeadAttention, the
+    # LSTM has a kernel and a recurrent kernel: none is sparsified, all are kernels.
+    model, data = _sequence_model(attention=True)
+    state = ModelState(model=model, name="seq", reference=model)
+    state = SparsifyPass(sparsity=0.9, sizes=False).run(state, RunContext(target=None, data=data, workdir=tmp_path))
+    f = state.facts["sparsify"]
+    kernels = [w.numpy() for w in state.model.weights if "kernel" in w.name]
+    assert f["kernel_weights"] == sum(k.size for k in kernels) == 5 * 8 + 4 * 8 * 8 + 4 * (8 + 4) * 4 + 4 * 3
+    assert f["sparsity_all_kernels"] == pytest.approx(sum(int((k == 0).sum()) for k in kernels) / f["kernel_weights"],
+                                                      abs=1e-6)
+    assert f["sparsity_all_kernels"] < 0.2 < 0.85 < f["sparsity"]
+    kept = {r["layer"]: r for r in f["layers"] if r.get("skipped")}
+    assert set(kept) == {"mha", "lstm"} and kept["mha"]["weights"] == 4 * 8 * 8
+    assert "MultiHeadAttention keeps its weights dense" in kept["mha"]["skipped"]
+
+
+def test_sizes_of_an_lstm_are_measured_as_export_converts_it(tmp_path, capfd):
+    # The LSTM's tensor lists need a static batch: from_keras_model (batch -1) could not convert it.
+    model, data = _sequence_model(attention=False)
+    state = ModelState(model=model, name="seq", reference=model)
+    state = SparsifyPass(sparsity=0.9).run(state, RunContext(target=None, data=data, workdir=tmp_path))
+    sizes = state.facts["sparsify"]["sizes"]
+    assert all(sizes[m][f"tflite_{p}_bytes"] > 0 for m in ("dense", "sparse") for p in ("fp32", "int8"))
+    assert sizes["sparse"]["tflite_fp32_gzip_bytes"] < sizes["dense"]["tflite_fp32_gzip_bytes"]
+    assert not [w for w in state.warnings if "sizes" in w]
+    assert "fully_quantize" not in capfd.readouterr().err          # the converter's chatter is kept
+
+
+def test_sizes_a_model_cannot_be_converted_for_are_one_warning(tmp_path, capfd):
+    from edgesparse._tf import tf
+
+    i = keras.Input((4,))
+    x = L.Dense(8, name="first")(i)
+    x = L.Lambda(lambda t: tf.linalg.det(tf.reshape(t, (-1, 2, 2, 2))))(x)   # no TFLite builtin
+    model = keras.Model(i, L.Dense(2, name="head")(x))
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    data = Dataset(None, None, None, None, x_calib=x, labelled=False, real=True, source="test")
+    state = ModelState(model=model, name="det", reference=model)
+    state = SparsifyPass(sparsity=0.5).run(state, RunContext(target=None, data=data, workdir=tmp_path))
+    assert "sizes" not in state.facts["sparsify"] and state.facts["sparsify"]["sparsity"] >= 0.5
+    [warning] = [w for w in state.warnings if "sizes" in w]
+    assert warning.startswith("sparsify: sizes not measured (TFLite conversion (fp32) failed")
+    assert "MatrixDeterminant" in warning and "sizes: false" in warning and "\n" not in warning
+    assert len(capfd.readouterr().err) < 500                      # no MLIR dump on the terminal
+
+
 def test_zeros_survive_tflite_fp32_export(mlp, digits):
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgesparse.passes.sparsify.sizes import to_tflite
+    from edgesparse.convert.tflite import to_tflite
 
     sparse = sparse_refit(mlp, digits.x_train, 0.9, UNSTRUCTURED).model
-    interpreter = Interpreter(model_content=to_tflite(sparse))
+    interpreter = Interpreter(model_content=to_tflite(sparse, "fp32"))
     interpreter.allocate_tensors()
     # TFLite stores Dense kernels transposed, (out, in); find each kernel among the constants.
     constants = []

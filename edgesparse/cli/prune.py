@@ -42,7 +42,7 @@ UNSAFE_OPTION = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)
 def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: bool = UNSAFE_OPTION):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
-    from edgesparse.graph.stats import count_macs, count_params
+    from edgesparse.graph.stats import count_macs, count_params, uncounted_warning
     from edgesparse.graph.channels import ChannelGraph
 
     from edgesparse.graph.flatten import flatten_nested
@@ -59,6 +59,9 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: boo
                      ", ".join(g.members) or "—", "yes" if g.prunable else "no: " + "; ".join(g.reasons)])
     console.print(f"{model.name}: {count_params(m):,} parameters, {count_macs(m):,} MACs, "
                   f"{len(graph.prunable_groups)} of {len(graph.groups)} channel groups prunable")
+    lower_bound = uncounted_warning(m)
+    if lower_bound:
+        console.print(f"[bold yellow]warning:[/] {lower_bound}")
     console.print(table("channel groups (units removed together)",
                         ["group", "channels", "producers", "following layers", "carried through", "prunable"],
                         rows))
@@ -94,6 +97,7 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     from edgesparse.console import RichProgress, console, table
     from edgesparse.data import load_data
     from edgesparse.passes.prune.pass_ import PrunePass, config_problems
+    from edgesparse.graph.stats import uncounted_warning
     from edgesparse.pipeline import RunContext
     from edgesparse.state import ModelState
 
@@ -124,6 +128,9 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     if problems:
         raise UserError(f"prune: {problems[0]}")
     state = ModelState(model=m, name=model.stem, reference=m)
+    lower_bound = uncounted_warning(m)
+    if lower_bound:
+        state.warn(lower_bound)
     with tempfile.TemporaryDirectory(prefix="edgesparse-prune-") as work, RichProgress() as progress:
         ctx = RunContext(target=tgt, data=dataset, workdir=Path(work), progress=progress)
         if method in ("group_lasso", "slimming"):

@@ -15,7 +15,12 @@ layer kind is answered here and nowhere else:
   pointwise rows). Surgery slices and grows along them, the planner counts parameters with
   them, the criteria read filters with them, and the widths below come from them.
 - `macs(layer, in_shape, out_shape, n_in, n_out)`: multiply-accumulates for one sample at the
-  given channel widths, so the same formula counts a model (graph/stats.py) and a plan.
+  given channel widths, so the same formula counts a model (graph/stats.py) and a plan (a layer
+  without channel axes called on several tensors gets the list of their shapes); None
+  when the shapes it needs are not known (graph/stats.py then names the layer as uncounted).
+  A layer with `macs=None` does no multiply-accumulate worth counting (element-wise work:
+  normalisations, activations); a layer nobody registered (`UNKNOWN`) is named as uncounted
+  when it has weights.
 - `im2col(layer, x)`: the layer's linear form, when it is `pre_activation = rows @ K + b` with K
   the kernel as a (taps * in, out) matrix (graph/linear.py).
 - `resize(config, n)`: the layer's config with output width n (for surgery).
@@ -239,6 +244,58 @@ def _macs_transpose(layer, inp, out, n_in, n_out) -> int:
     return _prod(inp[1:-1]) * taps * n_out * n_in
 
 
+# Recurrent layers: per timestep every gate is a Dense on the input and one on the state, so
+# T * gates * units * (input + units). The element-wise gate arithmetic (sigmoids, tanh, the
+# products with the cell state) is a few times units per step and is not counted, as for BatchNorm.
+_RECURRENT_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def _macs_recurrent(layer, inp, out, n_in, n_out) -> int | None:
+    if len(inp) != 3 or inp[1] is None or inp[2] is None:
+        return None                                     # unknown sequence length: cannot count
+    units = int(layer.units)
+    return int(inp[1]) * _RECURRENT_GATES[type(layer).__name__] * units * (int(inp[2]) + units)
+
+
+def _macs_bidirectional(layer, inp, out, n_in, n_out) -> int | None:
+    counts = [rule_of(rnn).macs(rnn, inp, out, 0, 0) if rule_of(rnn).macs else None
+              for rnn in (layer.forward_layer, layer.backward_layer)]
+    return None if None in counts else sum(counts)
+
+
+def _attention_inputs(inp) -> tuple | None:
+    """(query, value, key) shapes of an [query, value(, key)] call; None if any dim is unknown."""
+    shapes = inp if isinstance(inp, list) else [inp]
+    shapes = [tuple(s) for s in shapes] + [tuple(shapes[-1])] * (3 - len(shapes))
+    return None if any(d is None for s in shapes for d in s[1:]) else tuple(shapes[:3])
+
+
+def _macs_attention(layer, inp, out, n_in, n_out) -> int | None:
+    # Attention (dot or concat score) and AdditiveAttention: one score per (query, key) pair over
+    # the feature axis, then the score-weighted sum of the values; softmax and scaling not counted.
+    shapes = _attention_inputs(inp)
+    if shapes is None:
+        return None
+    q, v, k = shapes
+    return _prod(q[1:-1]) * _prod(k[1:-1]) * (int(q[-1]) + int(v[-1]))
+
+
+def _macs_multi_head_attention(layer, inp, out, n_in, n_out) -> int | None:
+    # The Q/K/V/output projections (EinsumDense sublayers), then per head the Q.K scores over the
+    # attention axes and the score-weighted sum of the values; softmax and dropout not counted.
+    shapes = _attention_inputs([getattr(layer, f"_{n}_shape", None) for n in ("query", "value", "key")])
+    dense = [getattr(layer, f"_{n}_dense", None) for n in ("query", "key", "value", "output")]
+    if shapes is None or any(getattr(d, "kernel", None) is None for d in dense):
+        return None
+    q, v, k = shapes
+    query, key, value, output = (tuple(int(n) for n in d.kernel.shape) for d in dense)
+    heads, key_dim, value_dim = query[-2], query[-1], value[-1]
+    axes = layer._attention_axes or range(1, len(k) - 1)         # None until built
+    attended = _prod([k[a] for a in axes])                        # key positions each query sees
+    return (_prod(q[1:-1]) * (_prod(query) + _prod(output)) + _prod(k[1:-1]) * _prod(key)
+            + _prod(v[1:-1]) * _prod(value) + heads * _prod(q[1:-1]) * attended * (key_dim + value_dim))
+
+
 # ----------------------------------------------------------------------------- weight axes
 
 def _bias(layer, tag) -> list[Axes]:
@@ -384,6 +441,18 @@ for _kind in ("SeparableConv1D", "SeparableConv2D"):
 register_layer("Conv3D", LayerRule(None, axes=_axes_conv, macs=_macs_conv))
 for _kind in ("Conv1DTranspose", "Conv3DTranspose"):
     register_layer(_kind, LayerRule(None, axes=_axes_transpose, macs=_macs_transpose))
+
+# Counted, not followed by the channel analysis: the groups they read and write keep their width.
+for _kind in _RECURRENT_GATES:
+    register_layer(_kind, LayerRule(None, macs=_macs_recurrent))
+register_layer("Bidirectional", LayerRule(None, macs=_macs_bidirectional))
+for _kind in ("Attention", "AdditiveAttention"):
+    register_layer(_kind, LayerRule(None, macs=_macs_attention))
+register_layer("MultiHeadAttention", LayerRule(None, macs=_macs_multi_head_attention))
+# Known to do only element-wise work or a lookup (no MACs counted), not followed by the channel
+# analysis.
+for _kind in ("LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization", "Embedding"):
+    register_layer(_kind, LayerRule(None))
 
 for _kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
     register_layer(_kind, LayerRule(Role.CHANNELWISE, axes=_axes_depthwise, refuse=_refuse_depthwise,

@@ -17,12 +17,14 @@ The second half is "the activations at a layer's input": `input_model`, `layer_i
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgesparse._tf import keras, tf
 from edgesparse.graph.layers import kinds_with, rule_of
 
-KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+KERNEL_ATTRIBUTES = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
 # ----------------------------------------------------------------------------- the linear form
@@ -57,8 +59,15 @@ def input_rows(layer, x: np.ndarray) -> np.ndarray:
 
 
 def kernels_of(layer) -> list:
-    """The layer's weight matrices (not biases or normalisation statistics)."""
-    return [getattr(layer, a) for a in KERNEL_ATTRIBUTES if getattr(layer, a, None) is not None]
+    """The layer's weight matrices (not biases or normalisation statistics), its sublayers' too:
+    a MultiHeadAttention's EinsumDense projections, an LSTM cell's kernel and recurrent kernel."""
+    found: dict[int, Any] = {}
+    for part in (layer, *(m for m in layer.submodules if isinstance(m, keras.layers.Layer))):
+        for a in KERNEL_ATTRIBUTES:
+            w = getattr(part, a, None)
+            if w is not None:
+                found.setdefault(id(w), w)     # an LSTM's `kernel` is its cell's
+    return list(found.values())
 
 
 def kernel_2d(kernel: np.ndarray) -> np.ndarray:

@@ -42,8 +42,9 @@ def layer_keeps(graph: ChannelGraph, atom_keep: np.ndarray) -> dict[str, tuple]:
     return keeps
 
 
-def _full(idx, n) -> bool:
-    return idx is None or len(idx) == n
+def _keeps_every_channel(keep, shape) -> bool:
+    """`keep` (kept positions of a tensor, None: all) keeps the whole channel axis of `shape`."""
+    return keep is None or len(keep) == tuple(shape)[-1]
 
 
 def weight_index(layer, in_keep, out_keep) -> list[list]:
@@ -54,10 +55,14 @@ def weight_index(layer, in_keep, out_keep) -> list[list]:
     index = [[None] * len(s) for s in shapes]
     axes = weight_axes(layer)
     if axes is None:
-        # Anything else must see its channels untouched (the graph analysis guarantees it).
-        for s in shapes:
-            if s and not (_full(in_keep, s[-1]) or _full(out_keep, s[-1])):
-                raise AssertionError(f"internal: {layer.name} ({type(layer).__name__}) would need slicing")
+        # A weighted layer without channel axes (LSTM, GRU, attention, a custom layer) must see
+        # its channels untouched: the channel analysis makes every group it touches unprunable.
+        # Its weights' shapes say nothing about those widths (an LSTM kernel is
+        # (in, 4 * units)), so the check is against the tensors it reads and writes.
+        # Weightless ones (ReLU, pooling, Add) carry pruned channels, and scalars are not sliced.
+        if any(shapes) and not (_keeps_every_channel(in_keep, layer.input_shape)
+                and _keeps_every_channel(out_keep, layer.output_shape)):
+            raise AssertionError(f"internal: {layer.name} ({type(layer).__name__}) would need slicing")
         return index
     for idx, ax in zip(index, axes):
         for axis, tag in ax.items():

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgesparse.frontends.keras import as_functional, check_working_form
 from edgesparse.graph.functional import clone_with_weights, output_activation
-from edgesparse.graph.stats import model_summary
+from edgesparse.graph.stats import model_summary, uncounted_warning
 from edgesparse.pipeline import TEACHER, Pass, PassConfig, RunContext, Stage, register_pass
 from edgesparse.state import ImportFacts, ModelState
 
@@ -57,4 +57,7 @@ class ImportPass(Pass):
                   if k in state.source}
         state.record(ImportFacts(**describe_model(model), source=source, converted_to_functional=converted
                                  or bool(state.source.get("converted_to_functional"))))
+        lower_bound = uncounted_warning(model)
+        if lower_bound:
+            state.warn(lower_bound)
         return state

@@ -93,6 +93,11 @@ def per_group_widths(graph: ChannelGraph, per_group: dict[str, float] | None) ->
     return widths
 
 
+def reachable(fraction: float) -> float:
+    """A kept fraction rounded UP to 4 decimals: a budget a plan at `fraction` meets."""
+    return math.ceil(fraction * 10_000 - 1e-6) / 10_000
+
+
 class Planner:
     """Turns scores and a budget into a removal plan, honouring min channels and rounding.
     `widths` (producer name -> kept units, from `per_group_widths`) pins those groups."""
@@ -161,6 +166,11 @@ class Planner:
             return macs_of(self.graph, keeps) / max(self.macs_full, 1)
         return planned_params(self.graph.model, keeps) / max(self.params_full, 1)
 
+    def least_kept(self, kind: str) -> float:
+        """The least fraction of MACs or parameters a plan can keep: every group at
+        min_channels, rounded up to round_to (pinned groups at their width)."""
+        return self.kept_fraction(kind, self.removal({gid: g.size for gid, g in self.groups.items()}))
+
     def meets(self, budget: Budget, removed: Removal) -> bool:
         got = self.kept_fraction(budget.kind, removed)
         return got >= budget.value - 1e-9 if budget.kind == "ratio" else got <= budget.value + 1e-9
@@ -211,7 +221,8 @@ class Planner:
             raise UserError(
                 f"cannot reach the target ({budget.describe()}): pruning every group to "
                 f"min_channels={self.min_channels} (round_to={self.round_to}){' ' + what if what else ''} still keeps "
-                f"{got:.1%}; ask for less, or lower min_channels/round_to")
+                f"{got:.1%}, the least this model can keep; set `{budget.kind}` of the prune pass to "
+                f"{reachable(got)} or more (--{budget.kind} for `edgesparse prune`), or lower min_channels/round_to")
         if self.meets(budget, at(lo)):
             return at(lo)
         for _ in range(40):

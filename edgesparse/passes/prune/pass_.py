@@ -107,6 +107,26 @@ class PrunePass(Pass):
                             "criterion / finetune_epochs: 0")
         return problems
 
+    def for_model(self, model, target) -> "tuple[PrunePass | None, str | None]":
+        """A default recipe's prune on this model: left out when no channel group can be pruned,
+        and a MAC or parameter budget below the least the model can keep capped at that floor."""
+        from edgesparse.passes.prune.allocation import reachable
+        from edgesparse.passes.prune.procedure import least_kept
+
+        c = self.config
+        kind = next((k for k in ("macs", "params") if getattr(c, k) is not None), None)
+        floor, why = least_kept(model, kind or "macs", c.min_channels, _round_to(c, target))
+        if floor is None:
+            return None, (f"{why}; to compress it, give a --recipe with a sparsify pass "
+                          "(`edgesparse inspect MODEL` shows why)")
+        if kind is None or getattr(c, kind) >= floor - 1e-9:
+            return self, None
+        least = reachable(floor)
+        return PrunePass(c.model_copy(update={kind: least})), (
+            f"{kind}: {getattr(c, kind):g} capped at {least:g}, the least this model can keep "
+            f"(every channel group at min_channels={c.min_channels}, round_to={_round_to(c, target)}); "
+            f"to ask for it explicitly, give a --recipe whose prune pass has {kind}: {least:g}")
+
     def scaled(self, strength: float) -> "PrunePass | None":
         """A gentler prune for the accuracy-budget back-off: `strength` of the configured
         reduction (ratio x strength; for macs/params and per-group keep fractions,
@@ -145,7 +165,7 @@ class PrunePass(Pass):
                             "pass --data with labels")
         # per_group alone pins the groups it names and leaves the others whole (ratio 0).
         kind = next((k for k in ("ratio", "macs", "params") if getattr(c, k) is not None), "ratio")
-        round_to = c.round_to or int(getattr(ctx.target, "simd_width", 1) or 1)   # `edgesparse prune` may have no target
+        round_to = _round_to(c, ctx.target)
         settings = Settings(
             budget=Budget(kind, float(getattr(c, kind) or 0.0)), criterion=c.criterion, allocation=c.allocation,
             min_channels=c.min_channels, round_to=round_to, reconstruct=c.reconstruct, steps=c.steps,
@@ -161,6 +181,12 @@ class PrunePass(Pass):
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)
         return state
+
+
+def _round_to(c: PruneConfig, target) -> int:
+    """Kept channel counts are multiples of this: the config's, else the target's SIMD width
+    (`edgesparse prune` may have no target)."""
+    return c.round_to or int(getattr(target, "simd_width", 1) or 1)
 
 
 def _drop_blocks(state: ModelState, n: int | list[str], x):

@@ -95,10 +95,28 @@ def _evaluator(data: Data, reference):
     return (lambda m: agreement(m, ref, data.x_calib)), "top-1 agreement with the unpruned model"
 
 
-def no_prunable_group_error(graph: ChannelGraph) -> UserError:
+def no_prunable_group(graph: ChannelGraph) -> str:
     why = "; ".join(f"{g.producers[0]}: {g.reasons[0]}" for g in graph.groups if g.reasons)[:400]
-    return UserError(f"the model has no prunable channel group ({why or 'no Conv/Dense layer'}); "
-                     "run `edgesparse inspect MODEL` to see why, or use sparsify instead")
+    return f"the model has no prunable channel group ({why or 'no Conv/Dense layer'})"
+
+
+def no_prunable_group_error(graph: ChannelGraph) -> UserError:
+    return UserError(f"{no_prunable_group(graph)}; run `edgesparse inspect MODEL` to see why, remove the "
+                     "prune pass from the recipe, or use sparsify instead")
+
+
+def least_kept(model, kind: str, min_channels: int, round_to: int) -> tuple[float | None, str]:
+    """(the least fraction of MACs or parameters pruning can keep, "") with every group at
+    min_channels rounded up to round_to, as the uniform and global allocations reach it;
+    (None, why) when the model has no prunable channel group."""
+    try:
+        graph = ChannelGraph(flatten_nested(model)[0])
+    except UserError as exc:            # a subclassed model: no graph to prune
+        return None, str(exc)
+    if not graph.prunable_groups:
+        return None, no_prunable_group(graph)
+    scores = {g.id: np.zeros(g.size) for g in graph.prunable_groups}     # which units: irrelevant
+    return Planner(graph, scores, min_channels, round_to).least_kept(kind), ""
 
 
 def prune(model, settings: Settings, data: Data, progress=None, workdir: Path | None = None) -> Result:

@@ -204,7 +204,11 @@ class SparsifyPass(Pass):
             facts["accuracy_before"] = round(accuracy(state.model, data.x_val, data.y_val), 3)
             facts["accuracy_after"] = round(accuracy(result.model, data.x_val, data.y_val), 3)
         if cfg.sizes:
-            facts["sizes"] = self._sizes(state.model, result.model, data, ctx)
+            try:
+                facts["sizes"] = self._sizes(state.model, result.model, data, ctx)
+            except UserError as exc:      # what export could not convert has no file to measure
+                state.warn(f"sparsify: sizes not measured ({exc}); the sparse model itself is fine, "
+                           "turn the measurement off with sizes: false (--no-sizes)")
         chosen = [n for n, c in facts.get("block_choice", {}).items() if c["block"] > 1]
         if block or chosen:
             facts["artifact_check"] = (_block_artifact_check(result.model, block, data.x_calib) if block
@@ -301,13 +305,15 @@ class SparsifyPass(Pass):
         from edgesparse.passes.sparsify.sizes import model_sizes
 
         task = ctx.progress.task("sparsify: measure sizes", total=2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = {}
-            for name, model in (("dense", dense), ("sparse", sparse)):
-                out[name] = model_sizes(model, data.x_calib)
-                task.advance(1)
-        task.close()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = {}
+                for name, model in (("dense", dense), ("sparse", sparse)):
+                    out[name] = model_sizes(model, data.x_calib)
+                    task.advance(1)
+        finally:
+            task.close()
         notes = []
         if out["sparse"].get("int8_sparse_larger"):
             notes.append("the TFLite sparse encoding makes the int8 model larger than plain int8 "

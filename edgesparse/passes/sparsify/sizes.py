@@ -18,6 +18,11 @@ Nothing here says anything about latency: a CSR tensor gets a Densify op in fron
 consumer (dense arithmetic at run time); 1x4-block tensors go to TFLite's sparse
 FullyConnected kernels, whose speed this pass does not measure; and XNNPACK's sparse
 inference is off on AVX x86 CPUs. No speed-up is claimed.
+
+The files are converted exactly as export converts them (edgesparse/convert/tflite.py: the batch
+fixed to 1, full-integer int8, the converter's output captured), so the sizes are those of the
+artifacts a build ships, and a model export can convert (an LSTM, whose tensor lists need a
+static batch) can be measured.
 """
 from __future__ import annotations
 
@@ -28,8 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse._tf import tf
-from edgesparse.convert import quiet
+from edgesparse.convert.tflite import to_tflite
 
 REPRESENTATIVE_SAMPLES = 100
 
@@ -44,27 +48,6 @@ def keras_bytes(model) -> int:
         path = Path(tmp) / "model.keras"
         model.save(path)
         return path.stat().st_size
-
-
-def to_tflite(model, int8: bool = False, sparse: bool = False,
-              x_calib: np.ndarray | None = None) -> bytes:
-    """Convert to a TFLite flatbuffer: fp32, or int8 weights+activations (float I/O)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    optimizations = []
-    if int8:
-        optimizations.append(tf.lite.Optimize.DEFAULT)
-        samples = np.asarray(x_calib[:REPRESENTATIVE_SAMPLES], np.float32)
-
-        def representative():
-            for s in samples:
-                yield [s[None]]
-
-        converter.representative_dataset = representative
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    with quiet():                        # the converter's C++ chatter ("fully_quantize: 0, ...") on fd 2
-        return converter.convert()
 
 
 def sparse_encoding(flatbuffer: bytes) -> list[dict[str, Any]] | None:
@@ -97,14 +80,15 @@ def model_sizes(model, x_calib: np.ndarray | None = None, int8: bool = True) -> 
         "weights_gzip_bytes": _gzip_size(raw_weights),
         "keras_bytes": keras_bytes(model),
     }
-    fp32 = to_tflite(model)
-    fp32_sparse = to_tflite(model, sparse=True)
+    fp32 = to_tflite(model, "fp32")
+    fp32_sparse = to_tflite(model, "fp32", sparse=True)
     sizes.update(tflite_fp32_bytes=len(fp32), tflite_fp32_gzip_bytes=_gzip_size(fp32),
                  tflite_fp32_sparse_bytes=len(fp32_sparse),
                  tflite_fp32_sparse_encoding=sparse_encoding(fp32_sparse))
     if int8 and x_calib is not None:
-        q = to_tflite(model, int8=True, x_calib=x_calib)
-        q_sparse = to_tflite(model, int8=True, sparse=True, x_calib=x_calib)
+        q = to_tflite(model, "int8", x_calib=x_calib, calibration_samples=REPRESENTATIVE_SAMPLES)
+        q_sparse = to_tflite(model, "int8", sparse=True, x_calib=x_calib,
+                             calibration_samples=REPRESENTATIVE_SAMPLES)
         sizes.update(tflite_int8_bytes=len(q), tflite_int8_gzip_bytes=_gzip_size(q),
                      tflite_int8_sparse_bytes=len(q_sparse),
                      tflite_int8_sparse_encoding=sparse_encoding(q_sparse),
