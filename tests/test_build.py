@@ -274,6 +274,8 @@ def _tiny(tmp_path, kind: str):
     i = L.Input((6, 6, 1))
     if kind == "unprunable":      # LayerNormalization ties the only hidden group: nothing to prune
         x = L.LayerNormalization()(L.Dense(8, name="hidden")(L.Flatten()(i)))
+    elif kind == "recurrent":     # the LSTM's 8,064 MACs cannot shrink: the floor is 99.1%
+        x = L.Dense(8, activation="relu", name="hidden")(L.LSTM(16)(L.Reshape((6, 6))(i)))
     else:                         # round_to 4: each group keeps 4 of 8 channels at least
         x = L.Dense(8, activation="relu", name="hidden")(
             L.GlobalAveragePooling2D()(L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(i)))
@@ -327,3 +329,14 @@ def test_default_recipe_prunes_to_the_floor_when_its_mac_target_is_below_it(tmp_
     err = capsys.readouterr().err
     assert "still keeps 49.4%" in err and "set `macs` of the prune pass to 0.4941 or more" in err
     assert not mine.exists()
+
+
+def test_default_recipe_leaves_out_a_prune_that_could_save_almost_nothing(tmp_path, capsys):
+    model, data = _tiny(tmp_path, "recurrent")
+    out = tmp_path / "out"
+    assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert [p["name"] for p in report["passes"]] == ["import", "quantize", "export", "verify"]
+    [skip] = [w for w in report["warnings"] if w.startswith("skipped prune, distill from default recipe")]
+    assert "pruning can remove at most 0.9% of its macs" in skip and "prune pass has macs: 0.9" in skip

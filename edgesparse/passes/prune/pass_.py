@@ -122,6 +122,13 @@ class PrunePass(Pass):
         if kind is None or getattr(c, kind) >= floor - 1e-9:
             return self, None
         least = reachable(floor)
+        if floor > 1.0 - DEFAULT_MIN_SAVING:
+            # The probe's Conv1D-LSTM: capped at 99.6% of its MACs, then a fine-tune and 15 epochs of
+            # distillation for nothing a device would notice.
+            return None, (f"pruning can remove at most {100 * (1 - floor):.1f}% of its {kind} (every channel "
+                          f"group at min_channels={c.min_channels}, round_to={_round_to(c, target)}), too little "
+                          f"for the fine-tune and distillation it needs; to prune anyway, give a --recipe whose "
+                          f"prune pass has {kind}: {least:g}")
         return PrunePass(c.model_copy(update={kind: least})), (
             f"{kind}: {getattr(c, kind):g} capped at {least:g}, the least this model can keep "
             f"(every channel group at min_channels={c.min_channels}, round_to={_round_to(c, target)}); "
@@ -181,6 +188,9 @@ class PrunePass(Pass):
         state.model = result.model
         state.record(self.name, **result.facts, notes=result.notes)
         return state
+
+
+DEFAULT_MIN_SAVING = 0.05   # a default recipe's prune that cannot save this fraction is left out
 
 
 def _round_to(c: PruneConfig, target) -> int:
