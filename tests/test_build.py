@@ -293,29 +293,35 @@ def _prune_recipe(tmp_path):
     return f
 
 
-def test_default_recipe_skips_prune_and_distill_on_a_model_with_nothing_to_prune(tmp_path, capsys):
-    model, data = _tiny(tmp_path, "unprunable")
+def _default_build(tmp_path, capsys, kind: str):
+    """The tiny model of `kind` built with rpi4's default recipe: (model, data, report.json, out)."""
+    model, data = _tiny(tmp_path, kind)
     out = tmp_path / "out"
     assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
         capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
+    return model, data, json.loads((out / "report.json").read_text()), out
+
+
+def _user_recipe_error(tmp_path, capsys, model, data) -> str:
+    """A user's recipe means what it says: the same prune is an error, and nothing is in --out."""
+    mine = tmp_path / "mine"
+    assert cli(["build", str(model), "--data", str(data), "--recipe", str(_prune_recipe(tmp_path)),
+                "--out", str(mine)]) == 2
+    assert not mine.exists()
+    return capsys.readouterr().err
+
+
+def test_default_recipe_skips_prune_and_distill_on_a_model_with_nothing_to_prune(tmp_path, capsys):
+    model, data, report, out = _default_build(tmp_path, capsys, "unprunable")
     assert [p["name"] for p in report["passes"]] == ["import", "quantize", "export", "verify"]
     [skip] = [w for w in report["warnings"] if w.startswith("skipped prune, distill from default recipe of target rpi4")]
     assert "no prunable channel group (hidden: flows into layer_normalization" in skip and "--recipe" in skip
     assert skip in (out / "report.md").read_text()
-    # A user's recipe means what it says: an error naming what to change, nothing in --out.
-    mine = tmp_path / "mine"
-    assert cli(["build", str(model), "--data", str(data), "--recipe", str(_prune_recipe(tmp_path)),
-                "--out", str(mine)]) == 2
-    assert "remove the prune pass from the recipe" in capsys.readouterr().err and not mine.exists()
+    assert "remove the prune pass from the recipe" in _user_recipe_error(tmp_path, capsys, model, data)
 
 
 def test_default_recipe_prunes_to_the_floor_when_its_mac_target_is_below_it(tmp_path, capsys):
-    model, data = _tiny(tmp_path, "floor")
-    out = tmp_path / "out"
-    assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
-        capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
+    model, data, report, _ = _default_build(tmp_path, capsys, "floor")
     # conv 6x6x9x8 + hidden 8x8 + head 8x3 MACs, and at 4 channels each: 1324 / 2680 = 49.4%
     assert report["model"]["macs"] == 2680
     assert next(p for p in report["passes"] if p["name"] == "prune")["metrics"]["macs"] == 1324
@@ -323,20 +329,12 @@ def test_default_recipe_prunes_to_the_floor_when_its_mac_target_is_below_it(tmp_
     [cap] = [w for w in report["warnings"] if "capped" in w]
     assert cap.startswith("prune from default recipe of target rpi4: macs: 0.3 capped at 0.4941, the least")
     assert "prune pass has macs: 0.4941" in cap
-    mine = tmp_path / "mine"
-    assert cli(["build", str(model), "--data", str(data), "--recipe", str(_prune_recipe(tmp_path)),
-                "--out", str(mine)]) == 2
-    err = capsys.readouterr().err
+    err = _user_recipe_error(tmp_path, capsys, model, data)
     assert "still keeps 49.4%" in err and "set `macs` of the prune pass to 0.4941 or more" in err
-    assert not mine.exists()
 
 
 def test_default_recipe_leaves_out_a_prune_that_could_save_almost_nothing(tmp_path, capsys):
-    model, data = _tiny(tmp_path, "recurrent")
-    out = tmp_path / "out"
-    assert cli(["build", str(model), "--target", "rpi4", "--data", str(data), "--out", str(out)]) == 0, \
-        capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
+    _, _, report, _ = _default_build(tmp_path, capsys, "recurrent")
     assert [p["name"] for p in report["passes"]] == ["import", "quantize", "export", "verify"]
     [skip] = [w for w in report["warnings"] if w.startswith("skipped prune, distill from default recipe")]
     assert "pruning can remove at most 0.9% of its macs" in skip and "prune pass has macs: 0.9" in skip
