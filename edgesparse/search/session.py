@@ -175,7 +175,7 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
          token_file: Path | None, local: bool, progress=None) -> dict[str, Any]:
     """`edgesparse tune worker`: work on an existing study until its budget is spent."""
     optuna = studies.import_optuna()
-    storage = studies.storage_url(storage, Path("."))
+    storage = studies.storage_url(storage, Path("."), existing=True)
     rdb = studies.open_storage(storage)
     try:
         summaries = {s.study_name: s for s in optuna.get_all_study_summaries(rdb)}

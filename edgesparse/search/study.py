@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from edgesparse.errors import UserError
 
@@ -21,33 +21,81 @@ OBJECTIVES = ("accuracy", "latency_ms", "bytes")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 
 
+# `password=...` anywhere: libpq takes it in a URL's query (?password=) and in a keyword string
+# ("host=db password=..."), so it is hidden wherever it stands, not only in USER:PASSWORD@.
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=('[^']*'|[^&\s]*)")
+# What a libpq keyword/value string looks like, so it is not taken for a SQLite file name.
+_LIBPQ_KEYWORDS = re.compile(r"(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode)=")
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ***, in the form the user wrote (postgresql://, not
     the driver-qualified form handed to SQLAlchemy)."""
-    url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    url = _PASSWORD_PARAM.sub(r"\1=***", url.replace("postgresql+psycopg2://", "postgresql://", 1))
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable storage URL>"
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    # Everything between the user's colon and the last @ is the password: an unescaped @ in it
+    # must not leave its tail visible.
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def storage_url(storage: str | None, out: Path) -> str:
+POSTGRES_FORM = "postgresql://USER:PASSWORD@HOST:PORT/DB"
+
+
+def storage_url(storage: str | None, out: Path, *, existing: bool = False) -> str:
     """An SQLAlchemy URL for Optuna. Default: a SQLite file in the output folder's parent
-    (the output folder itself is written atomically at the end)."""
+    (the output folder itself is written atomically at the end).
+
+    `existing`: the storage must already hold a study (`tune worker` joins one); a SQLite file
+    that is not there is refused rather than created empty and left behind.
+    """
     if storage is None:
         return f"sqlite:///{(out.parent / (out.name + '.study.db')).resolve()}"
     if storage.startswith("postgresql://") or storage.startswith("postgres://"):
+        _check_postgres_url(storage)
         return "postgresql+psycopg2://" + storage.split("://", 1)[1]
-    if re.match(r"^(sqlite|postgresql\+\w+)://", storage):
+    if re.match(r"^postgresql\+\w+://", storage):
+        _check_postgres_url(storage)
         return storage
-    if "://" not in storage:                      # a plain file path: SQLite
-        return f"sqlite:///{Path(storage).resolve()}"
+    if storage.startswith("sqlite:///"):
+        _check_sqlite_file(Path(storage[len("sqlite:///"):]), existing)
+        return storage
+    if "://" not in storage:
+        if _LIBPQ_KEYWORDS.search(storage):
+            raise UserError(f"storage {redact(storage)!r} is a libpq keyword string; give it as a "
+                            f"URL: {POSTGRES_FORM}")
+        path = Path(storage).expanduser()        # a plain file path: SQLite
+        _check_sqlite_file(path, existing)
+        return f"sqlite:///{path.resolve()}"
     raise UserError(f"storage {redact(storage)}: unsupported scheme; give a SQLite file path, "
-                    "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB")
+                    f"sqlite:///FILE or {POSTGRES_FORM}")
+
+
+def _check_postgres_url(storage: str) -> None:
+    # SQLAlchemy splits USER:PASSWORD@HOST at the first @, libpq at the last: a raw @ in the
+    # password sends the driver to a host made of the password's tail, and echoes it.
+    netloc = storage.split("://", 1)[1].split("/", 1)[0]
+    if netloc.count("@") > 1:
+        raise UserError(f"storage {redact(storage)}: the user or password holds an @; write it "
+                        "as %40 (URL-encode the password)")
+
+
+def _check_sqlite_file(path: Path, existing: bool) -> None:
+    if path.is_dir():
+        raise UserError(f"storage {path} is a folder; give a SQLite file inside it, e.g. "
+                        f"{path / 'study.db'}")
+    if existing and not path.exists():
+        raise UserError(f"storage {path} does not exist; a worker joins a study that "
+                        "`edgesparse tune MODEL --storage FILE --study NAME` started")
+    if not path.parent.is_dir():
+        raise UserError(f"storage {path}: the folder {path.parent} does not exist; create it or "
+                        "give a SQLite file in an existing folder")
 
 
 def open_storage(url: str):
@@ -68,13 +116,13 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def _first_line(exc: Exception, url: str) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = _PASSWORD_PARAM.sub(r"\1=***", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
     parts = urlsplit(url)
-    if parts.password:
-        # Only where the password stands as its own token: replaced inside words, a short password
-        # ("p") turned "psycopg2.OperationalError" into "***syco***g2.O***erationalError".
-        for secret in {parts.password, unquote(parts.password)}:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    passwords = [parts.password] + [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    # Only where the password stands as its own token: replaced inside words, a short password
+    # ("p") turned "psycopg2.OperationalError" into "***syco***g2.O***erationalError".
+    for secret in {s for p in passwords if p for s in (p, unquote(p))}:
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text[:200]
 
 
