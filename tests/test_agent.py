@@ -588,6 +588,17 @@ def test_world_readable_token_file_is_refused_by_the_agent(tmp_path, front_end):
     assert "listening" not in done.stdout and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--port", "-1"),
+                                         ("--memory-limit-mb", "-5")])
+def test_an_out_of_range_agent_option_is_one_clear_line(tmp_path, capsys, flag, value):
+    from edgesparse.cli import run
+
+    assert run(["agent", "serve", "--token-file", str(write_token(tmp_path, 0o600)),
+                flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{flag} must be" in err and value in err
+
+
 def test_world_readable_token_file_is_refused_by_edgesparse_profile(agent, artifacts, tmp_path,
                                                                      capsys):
     from edgesparse.cli import run

@@ -85,6 +85,10 @@ def config_from_options(*, token_file, host: str = DEFAULT_HOST, port: int = DEF
     for flag, value in positive.items():
         if not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be a TCP port from 0 to 65535 (0: any free port), got {port}")
+    if memory_limit_mb < 0:
+        raise UserError(f"--memory-limit-mb must be 0 (no limit) or positive, got {memory_limit_mb}")
     return AgentConfig(
         token=read_token(token_file), host=host, port=port,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), header_timeout_s=header_timeout,
