@@ -22,6 +22,10 @@ from edgesparse.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 SYNTHETIC_SAMPLES = 128
+# Values in one input sample. Checks, calibration and synthetic data draw several whole samples,
+# so a model declaring a (100000, 100000) input would die of a MemoryError; an edge model's input
+# is far smaller (a 1024x1024 RGB image is 3.1M values).
+MAX_SAMPLE_VALUES = 1 << 24
 
 
 @dataclass
@@ -244,7 +248,19 @@ def _load_image_folder(path: Path, input_shape: tuple):
     return {"x": np.stack(xs), "y": np.array(ys)}
 
 
+def check_sample_size(shape, where: str = "the model") -> None:
+    """Refuse a per-sample input shape too large to draw samples of (MAX_SAMPLE_VALUES)."""
+    values = 1
+    for d in shape:
+        values *= int(d)
+    if values > MAX_SAMPLE_VALUES:
+        raise UserError(f"{where}: its input shape {tuple(int(d) for d in shape)} holds {values:,} values "
+                        f"per sample, more than the {MAX_SAMPLE_VALUES:,} edgesparse takes for an edge "
+                        "model; export the model with its real input size")
+
+
 def synthetic(input_shape: tuple, seed: int = 0, n: int = SYNTHETIC_SAMPLES) -> Dataset:
+    check_sample_size(input_shape)
     rng = np.random.default_rng(seed)
     x = rng.random((n,) + tuple(int(d) for d in input_shape), dtype=np.float32)
     return Dataset(None, None, None, None, x_calib=x, labelled=False, real=False,

@@ -196,3 +196,49 @@ def test_prune_training_lengths_are_bounded():
         with pytest.raises(ValidationError):
             PruneConfig(ratio=0.5, **{field: value})
     PruneConfig(ratio=0.5, finetune_epochs=1000, steps=100)   # the largest allowed still validate
+
+
+# A model that declares a huge input: every check, calibration and synthetic data set draws whole
+# samples, so a (5000, 5000) input died of a MemoryError (8 check samples: 800 MB, 128 synthetic
+# ones: 12.8 GB) instead of saying what is wrong.
+def _huge_input_onnx(path: Path, dims) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["y"])], "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_model_declaring_a_huge_input_is_refused_in_one_line(tmp_path, capsys):
+    from edgesparse._tf import keras
+    from edgesparse.cli import run
+    from edgesparse.frontends.keras3 import check_inputs
+
+    inp = keras.Input((5000, 5000))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(inp)))
+    model.save(tmp_path / "huge.keras")
+    with pytest.raises(UserError, match="25,000,000 values per sample"):
+        check_inputs(model)
+    onnx_path = _huge_input_onnx(tmp_path / "huge.onnx", [1, 1, 5000, 5000])
+    dynamic = _huge_input_onnx(tmp_path / "dynamic.onnx", [1, 1, "h", "w"])
+    for args in (["inspect", str(tmp_path / "huge.keras")], ["inspect", str(onnx_path)],
+                 ["build", str(dynamic), "--input-shape", "1,5000,5000", "--out", str(tmp_path / "o")]):
+        assert run(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "25,000,000 values per sample" in err, err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(UserError, match="values per sample"):
+        from edgesparse.data import synthetic
+        synthetic((5000, 5000))
+
+
+def test_a_zero_size_input_dimension_is_not_called_dynamic(tmp_path, capsys):
+    from edgesparse.cli import run
+
+    assert run(["inspect", str(_huge_input_onnx(tmp_path / "zero.onnx", [1, 1, 0, 8]))]) == 2
+    err = capsys.readouterr().err
+    assert "size 0" in err and "dynamic" not in err

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgesparse._tf import keras
+from edgesparse.data import check_sample_size
 from edgesparse.errors import UserError
 from edgesparse.frontends.archive import check_members, read_json
 from edgesparse.frontends.keras3 import translate_keras3
@@ -250,6 +251,7 @@ def check_working_form(model, where: str = "the model") -> None:
     if any(d is None for d in shape[1:]):
         raise UserError(f"cannot use {where}: its input shape {shape} has unknown dimensions; edge targets "
                         "need static shapes, so rebuild it with keras.Input(shape=(...)) fully given")
+    check_sample_size(shape[1:], f"cannot use {where}")
     # The one check of weight values: NaN/inf weights build, "meet" a budget and ship an all-NaN model.
     for w in model.weights:
         values = np.asarray(w.numpy())

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse._tf import keras, tf
+from edgesparse.data import check_sample_size
 from edgesparse.errors import UserError
 from edgesparse.frontends.archive import check_members, read_json
 
@@ -441,6 +442,7 @@ def check_inputs(model, samples: int = CHECK_SAMPLES, seed: int = 0) -> np.ndarr
     """Random inputs of the model's shape (unknown dims become 16), values in [0, 1)."""
     spec = model.inputs[0]
     shape = tuple(16 if d is None else int(d) for d in spec.shape[1:])
+    check_sample_size(shape, "cannot use the model")
     rng = np.random.default_rng(seed)
     if spec.dtype.is_integer:
         return rng.integers(0, 10, size=(samples, *shape)).astype(spec.dtype.as_numpy_dtype)

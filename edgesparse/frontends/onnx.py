@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.data import check_sample_size
 from edgesparse.errors import UserError
 
 # Opsets whose definitions of the operators in frontends/onnx_ops.py we checked. Older files
@@ -119,6 +120,10 @@ def _static_shape(model, path, input_shape) -> tuple[int, ...]:
             for d in inp.type.tensor_type.shape.dim]
     if not dims:
         raise _fail(path, f"the input {inp.name!r} has no shape; export it with a fixed input shape")
+    if any(d.HasField("dim_value") and d.dim_value <= 0 for d in inp.type.tensor_type.shape.dim[1:]):
+        shown = tuple(d.dim_value if d.HasField("dim_value") else "?" for d in inp.type.tensor_type.shape.dim)
+        raise _fail(path, f"the input {inp.name!r} has a dimension of size 0 in {shown}; a sample must "
+                          "hold values: export it with its real input shape")
     if input_shape is not None:
         given = [int(d) for d in input_shape]
         if len(given) == len(dims) and given[0] == 1:
@@ -131,11 +136,13 @@ def _static_shape(model, path, input_shape) -> tuple[int, ...]:
             if have is not None and have != want:
                 raise _fail(path, f"input_shape {tuple(given)} contradicts the file's input shape "
                                   f"{tuple(dims[1:])}; leave input_shape out or match it")
+        check_sample_size(given, f"cannot import {path}")
         return (1, *given)
     if any(d is None for d in dims[1:]):
         shown = tuple(d if d is not None else "?" for d in dims[1:])
         raise _fail(path, f"the input {inp.name!r} has dynamic dimensions {shown}; give the shape with "
                           "--input-shape (per sample, in the file's layout, e.g. 3,224,224)")
+    check_sample_size(dims[1:], f"cannot import {path}")
     return (1, *dims[1:])
 
 
