@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
+import types
+import typing
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from edgesparse.state import ModelState
 
@@ -52,10 +54,39 @@ class Stage(IntEnum):
     VERIFY = 4
 
 
-class PassConfig(BaseModel):
+class StrictNumbers(BaseModel):
+    """A recipe's mappings: a number must be written as a number."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        # Pydantic's lax mode reads `macs: true` as 1.0 and `epochs: "3"` as 3: a recipe that says
+        # something else than it means must be refused, not reinterpreted.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is None or not isinstance(value, (bool, str)):
+                    continue
+                kinds = _plain_types(field.annotation)
+                if kinds & {int, float} and type(value) not in kinds:
+                    what = str(value).lower() if isinstance(value, bool) else f"the text {value[:40]!r}"
+                    raise ValueError(f"{key}: {what} is not a number; write the number unquoted")
+        return data
+
+
+class PassConfig(StrictNumbers):
     """Base of every pass config: unknown keys are errors (a recipe typo names the key)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _plain_types(annotation: Any) -> set[type]:
+    """int | float | None -> {int, float, NoneType}; Literal and other forms add nothing."""
+    if isinstance(annotation, type):
+        return {annotation}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_plain_types(a) for a in typing.get_args(annotation)))
+    return set()
 
 
 # ----------------------------------------------------------------------------- progress

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgesparse.errors import ECHO_LIMIT, UserError, describe_validation_error
 from edgesparse.passes import load_builtin_passes
-from edgesparse.pipeline import TEACHER, Pass, Pipeline
+from edgesparse.pipeline import TEACHER, Pass, Pipeline, StrictNumbers
 
 
-class RecipeFile(BaseModel):
+class RecipeFile(StrictNumbers):
     """The top level of a recipe; pass entries are validated against the pass registry."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,6 +50,10 @@ class RecipeFile(BaseModel):
             raise ValueError("must be a non-negative number of accuracy points, e.g. 1.0")
         return v
 
+
+# Passes a recipe may hold once: the artifact is made in these steps, and a second one would
+# quantize an int8 model again or overwrite the first export.
+ONCE = {"import": "imported", "quantize": "quantized", "export": "exported"}
 
 WHEN = ("always", "data", "labelled")   # a pass entry's `when:` — run it only with real / labelled data
 
@@ -156,15 +160,50 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
             passes.append(cls(cls.Config(**params)))
         except ValidationError as exc:
             raise UserError(f"{where} ({name}): {_describe(exc, cls)}") from None
+    if not passes:
+        raise UserError(f"{origin}: 'passes' is empty, so nothing would be built; list the passes "
+                        "to run, e.g. '- pass: quantize', or leave --recipe out for the target's default")
+    for name in ONCE:
+        at = [i for i, p in enumerate(passes) if p.name == name]
+        if len(at) > 1:
+            raise UserError(f"{origin}: passes[{at[0]}] and passes[{at[1]}] are both '{name}'; an "
+                            f"artifact is {ONCE[name]} once, so keep one of them")
     return Recipe(spec, passes, origin, when)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error: YAML keeps the last
+    one silently, so `macs: 0.5` followed by `macs: 0.9` would build something nobody meant."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)):
+            continue                    # an unhashable key: the recipe checks refuse it later
+        if key in seen:
+            raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: the key {str(key)[:40]!r} is "
+                                "given twice in one mapping; keep the one you mean")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise UserError(f"recipe {path} does not exist") from None
+    except _DuplicateKey as exc:
+        raise UserError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read recipe {path}: {first}; give a YAML file") from None

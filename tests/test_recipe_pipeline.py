@@ -47,6 +47,14 @@ def test_wrong_type_names_the_key(tmp_path):
     ("max_accuracy_drop: lots\npasses: []\n", "max_accuracy_drop"),
     ("passes: [\n", "cannot read recipe"),
     ("- 1\n- 2\n", "mapping"),
+    # What YAML or pydantic would have read silently as something else than was written.
+    ("passes: []\n", "'passes' is empty"),
+    ("passes:\n  - pass: prune\n    macs: 0.5\n    macs: 0.9\n", "line 4: the key 'macs' is given twice"),
+    ("passes:\n  - pass: prune\n    macs: true\n", r"macs: true is not a number"),
+    ("passes:\n  - pass: distill\n    epochs: '3'\n", r"epochs: the text '3' is not a number"),
+    ("seed: '3'\npasses:\n  - pass: quantize\n", "seed: the text '3' is not a number"),
+    ("passes:\n  - pass: quantize\n  - pass: export\n  - pass: quantize\n",
+     r"passes\[0\] and passes\[2\] are both 'quantize'"),
 ])
 def test_bad_recipes(tmp_path, text, match):
     f = tmp_path / "r.yaml"
