@@ -107,13 +107,22 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, capsys):
     assert tune(MLP, "--data", DATA, "--trials", 3, "--no-refine", "--max-bytes", 10, "--out", out) == 2
     err = capsys.readouterr().err
     assert "no trial met the constraints" in err and "closest" in err
+    # With --pick, the constraint no trial meets is named (it used to blame the accuracy budget
+    # whatever was unmet), and the report does not round a µs-scale limit to 0.00.
+    assert tune(MLP, "--data", DATA, "--trials", 2, "--no-refine", "--max-latency-ms", 0.000001,
+                "--pick", "fastest-within-budget", "--storage", tmp_path / "p.db",
+                "--out", tmp_path / "p") == 2
+    err = capsys.readouterr().err
+    assert "--max-latency-ms 1e-06 (the closest trial is" in err and "accuracy budget" not in err
+    assert "max_latency_ms = 1e-06" in (tmp_path / "p" / "report.md").read_text()
+    assert not (tmp_path / "p" / "picked-recipe.yaml").exists()
     # A study that exists for another model is refused, not mixed.
     db = tmp_path / "s.db"
     assert tune(MLP, "--data", DATA, "--trials", 1, "--no-refine", "--storage", db, "--study", "x",
                 "--out", tmp_path / "a") == 0
     assert tune(CNN, "--data", DATA, "--trials", 1, "--no-refine", "--storage", db, "--study", "x",
                 "--out", tmp_path / "b") == 2
-    assert "was started for another search" in capsys.readouterr().err
+    assert "was started for another search (differs in: model, space)" in capsys.readouterr().err
     # Unlabelled data, an unknown pick rule, a worker without a study.
     assert tune(MLP, "--out", tmp_path / "c") == 2
     assert tune(MLP, "--data", DATA, "--pick", "best", "--out", tmp_path / "d") == 2

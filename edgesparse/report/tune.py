@@ -106,8 +106,8 @@ def render_markdown(r: dict[str, Any]) -> str:
            f"({r['feasible_trials']} feasible), sampler {s['sampler']}, seed {s['seed']}, "
            f"{fmt(r['seconds'])} s. Latency: {r.get('latency_source')}. The imported model scores "
            f"{fmt(r['reference_accuracy'])}% (Keras, validation split).", "",
-           "Constraints: " + ", ".join(f"{k} = {fmt(v)}" for k, v in s.items()
-                                        if k.startswith("max_")) + ".", "",
+           "Constraints: " + ", ".join(f"{k} = {sig(v) if isinstance(v, float) and k == 'max_latency_ms' else fmt(v)}"
+                                        for k, v in s.items() if k.startswith("max_")) + ".", "",
            "![Pareto fronts](pareto.png)", "",
            "## Baselines (enqueued, not assumed)", "", md_table(HEADERS, _rows(r["baselines"])), "",
            "## Proxy front (prune + least-squares reconstruction, no fine-tune)", "",

@@ -92,9 +92,18 @@ def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[st
                 token_file=token_file, local=local)
 
 
-def identity(base: Base, settings: search.TuneSettings, data: Path | None) -> dict[str, Any]:
-    return {"space": base.space.fingerprint(), "target": base.target.name,
-            "data": sha256_file(data) if data is not None and Path(data).is_file() else str(data),
+def _file_identity(path: Path | None) -> str:
+    """A file by its contents (another machine has it at another path); a folder by its name."""
+    if path is None:
+        return "None"
+    return sha256_file(path) if Path(path).is_file() else Path(path).name
+
+
+def identity(base: Base, settings: search.TuneSettings, model: Path, data: Path | None) -> dict[str, Any]:
+    # The model is named on its own: a study reused with another model used to be refused as
+    # differing in "space" only, which sent users looking for a knob they had not changed.
+    return {"model": _file_identity(model), "space": base.space.fingerprint(), "target": base.target.name,
+            "data": _file_identity(data),
             "constraints": settings.constraints(), "objectives": list(studies.OBJECTIVES),
             "sampler": settings.sampler}
 
@@ -104,9 +113,9 @@ def setup_attrs(model: Path, target: str, data: Path | None, settings: search.Tu
             "data": None if data is None else str(Path(data).resolve()), "settings": asdict(settings)}
 
 
-def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
+def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str, model: Path,
              data: Path | None, setup: dict[str, Any] | None = None, worker: str | None = None):
-    study = studies.open_study(storage, name, identity(base, settings, data),
+    study = studies.open_study(storage, name, identity(base, settings, model, data),
                                sampler=search.make_sampler(settings, worker, base.space))
     if setup is not None and "setup" not in study.user_attrs:
         study.set_user_attr("setup", setup)
@@ -151,7 +160,7 @@ def coordinate(base: Base, settings: search.TuneSettings, storage: str, name: st
                data: Path | None, progress=None) -> Any:
     """Create or resume the study, [measure its latency table,] enqueue the baselines, and work
     until the budget is spent."""
-    study = open_for(base, settings, storage, name, data, setup_attrs(model, base.target.name, data, settings))
+    study = open_for(base, settings, storage, name, model, data, setup_attrs(model, base.target.name, data, settings))
     study.set_user_attr("budget", settings.trials)
     ensure_table(base, study, settings, progress)
     search.enqueue_baselines(study, search.baseline_points(base.space, _default_keep(base.default_recipe)))
@@ -199,7 +208,7 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
     base = prepare(model, setup["target"], data, agents=agents, token_file=token_file, local=local,
                    max_accuracy_drop=settings.max_accuracy_drop, knobs=settings.knobs,
                    latency_table=settings.latency_table)
-    study = open_for(base, settings, storage, name, data,    # refuses files with other hashes
+    study = open_for(base, settings, storage, name, model, data,    # refuses files with other hashes
                      worker=search.worker_name())
     ensure_table(base, study, settings, wait_s=1800.0)
     budget = int(attrs.get("budget", settings.trials))
@@ -294,8 +303,9 @@ def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str 
                                time.monotonic() - started, table_check)
         write_tune_reports(report, workdir)
     if pick_rule and picked is None:
-        raise UserError(f"--pick {pick_rule}: no trial meets the accuracy budget of "
-                        f"{settings.max_accuracy_drop} points; the report in {out} shows the closest")
+        why = search.unmet_constraints(candidates or rows, settings, base.reference_accuracy)
+        raise UserError(f"--pick {pick_rule}: {why}; the report in {out} shows the closest trials "
+                        "(no picked-recipe.yaml was written): relax that constraint or add --trials")
     return report
 
 

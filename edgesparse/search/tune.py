@@ -326,8 +326,9 @@ LATENCY_TIE = 0.02
 
 def pick(rows: list[dict[str, Any]], rule: str, reference: float | None,
          max_drop: float | None) -> dict[str, Any] | None:
-    """The chosen point of a front under `rule`, or None when no row qualifies."""
-    ok = [r for r in rows if r.get("accuracy") is not None]
+    """The chosen point of a front under `rule`, or None when no row qualifies. A fine-tuned
+    point that no longer meets a constraint (its latency or size moved) does not qualify."""
+    ok = [r for r in rows if r.get("accuracy") is not None and r.get("feasible", True)]
     if rule in ("fastest-within-budget", "smallest-within-budget") and reference is not None \
             and max_drop is not None:
         ok = [r for r in ok if reference - r["accuracy"] <= max_drop + 1e-9]
@@ -343,6 +344,27 @@ def pick(rows: list[dict[str, Any]], rule: str, reference: float | None,
     if rule == "smallest-within-budget":
         return min(ok, key=lambda r: (r["bytes"], -r["accuracy"]))
     return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"]))
+
+
+def unmet_constraints(rows: list[dict[str, Any]], settings: TuneSettings,
+                      reference: float | None) -> str:
+    """Why no row is feasible, for the --pick error: each constraint no row meets, with the
+    closest value, or the constraints that are met one at a time but never together."""
+    names = [n for n, v in settings.constraints().items()
+             if v is not None and (n != "max_accuracy_drop" or reference is not None)]
+    flags = {n: "--" + n.replace("_", "-") for n in names}
+    never = []
+    for i, name in enumerate(names):
+        values = [r["constraints"][i] for r in rows if len(r.get("constraints", [])) == len(names)]
+        if values and min(values) > 0:
+            limit = settings.constraints()[name]
+            never.append(f"{flags[name]} {limit:g} (the closest trial is {min(values):.4g} over it)")
+    if never:
+        return "no trial meets " + "; ".join(never)
+    if not rows:
+        return "no trial completed"
+    return "no trial meets " + " and ".join(f"{flags[n]} {settings.constraints()[n]:g}" for n in names) + \
+        " together"
 
 
 def closest_to_feasible(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
