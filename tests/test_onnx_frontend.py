@@ -194,7 +194,27 @@ def _state_dict(path: Path) -> Path:
     return path
 
 
+def _nan_weight(path: Path) -> Path:
+    model = om.residual_cnn(None)
+    w = model.graph.initializer[0]
+    values = onnx.numpy_helper.to_array(w).copy()
+    values.flat[0] = np.nan
+    w.CopyFrom(onnx.numpy_helper.from_array(values, w.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def _external_weights_missing(path: Path) -> Path:
+    # What torch.onnx.export writes for a large model, copied without its weights file.
+    onnx.save(om.residual_cnn(None), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    (path.parent / "weights.bin").unlink()
+    return path
+
+
 @pytest.mark.parametrize("make, name, says", [
+    (_nan_weight, "nan.onnx", "holds 1 NaN or infinite values"),
+    (_external_weights_missing, "ext.onnx", "external file 'weights.bin', which is not in"),
     (lambda p: _bytes(p, b"\x08\x07garbage that is not a protobuf" * 3), "bad.onnx", "does not parse as an ONNX"),
     (_two_inputs, "two.onnx", "2 inputs"),
     (_dynamic, "dynamic.onnx", "--input-shape"),
@@ -219,6 +239,24 @@ def test_dynamic_input_takes_input_shape(tmp_path):
     with pytest.raises(UserError) as err:
         load_model(path, input_shape=(3, 12))
     assert "does not fit" in _one_line(err)
+
+
+def test_weights_in_an_external_file_beside_the_model_load(tmp_path):
+    path = tmp_path / "ext.onnx"
+    onnx.save(om.residual_cnn(None), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    model, info = load_model(path)
+    assert info["check"]["passed"] and model.count_params() > 0
+
+
+def test_inspect_takes_the_input_shape_its_error_asks_for(tmp_path, capsys):
+    from edgesparse.cli import run
+
+    path = _dynamic(tmp_path / "dynamic.onnx")
+    assert run(["inspect", str(path)]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    assert run(["inspect", str(path), "--input-shape", "3,12,10"]) == 0
+    assert "1 of 2 channel groups prunable" in capsys.readouterr().err
 
 
 def test_unsupported_attribute_names_the_node_and_the_fix(tmp_path):

@@ -39,7 +39,12 @@ def _load(model_path: Path, unsafe: bool, input_shape: Optional[str] = None):
 UNSAFE_OPTION = typer.Option(False, "--unsafe-load", help=UNSAFE_LOAD_HELP)
 
 
-def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: bool = UNSAFE_OPTION):
+INPUT_SHAPE_HELP = ("ONNX files with dynamic dimensions: the per-sample input shape in the file's "
+                    "layout, e.g. 3,224,224.")
+
+
+def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: bool = UNSAFE_OPTION,
+            input_shape: Optional[str] = typer.Option(None, "--input-shape", help=INPUT_SHAPE_HELP)):
     """Show the model's channel groups: sizes, coupled layers, and what cannot be pruned and why."""
     from edgesparse.console import console, table
     from edgesparse.graph.stats import count_macs, count_params, uncounted_warning
@@ -47,7 +52,7 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: boo
 
     from edgesparse.graph.flatten import flatten_nested
 
-    m, flattened, why_not = flatten_nested(_load(model, unsafe_load))
+    m, flattened, why_not = flatten_nested(_load(model, unsafe_load, input_shape))
     graph = ChannelGraph(m)
     if flattened:
         console.print(f"nested models flattened into one graph: {', '.join(flattened)}")
@@ -167,7 +172,7 @@ PRUNE_OPTIONS = [
         "sensitivity")),
     parameter("out", Optional[Path], typer.Option(None, "--out", "-o", help="Output .keras file (default <model>-pruned.keras).")),
     parameter("unsafe_load", bool, UNSAFE_OPTION),
-    parameter("input_shape", Optional[str], typer.Option(None, "--input-shape", help="ONNX files with dynamic dimensions: the per-sample input shape in the file's layout, e.g. 3,224,224.")),
+    parameter("input_shape", Optional[str], typer.Option(None, "--input-shape", help=INPUT_SHAPE_HELP)),
 ]
 
 

@@ -51,14 +51,56 @@ def read_onnx(path: Path):
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=True)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise _fail(path, f"the file does not parse as an ONNX model ({first}); export it again "
                           "with torch.onnx.export or tf2onnx") from None
     if model.ir_version <= 0 or not model.graph.node:
         raise _fail(path, "the file parses, but holds no ONNX graph; export the model again")
+    _load_external_data(model, path)
     return model
+
+
+def _load_external_data(model, path: Path) -> None:
+    """Large exports keep their weights in files beside the model: name a missing one, rather
+    than onnx's "should be stored in ..., but it doesn't exist" wrapped in a parse error."""
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    tensors = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not tensors:
+        return
+    folder = path.resolve().parent
+    for t in tensors:
+        location = ExternalDataInfo(t).location
+        where = (folder / location).resolve()
+        if not where.is_relative_to(folder):
+            raise _fail(path, f"the weight {t.name!r} points outside the model's folder ({location!r}); "
+                              "edgesparse reads external weights only from beside the model")
+        if not where.is_file():
+            raise _fail(path, f"the weight {t.name!r} is stored in the external file {location!r}, which "
+                              f"is not in {folder}; copy it next to the model (export keeps large weights "
+                              "in a separate file)")
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise _fail(path, f"cannot read its external weights ({first}); export the model again") from None
+
+
+def _check_finite_weights(model, path: Path) -> None:
+    """NaN/inf weights make the translation check fail as if the translator were wrong."""
+    from onnx import numpy_helper
+
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    for t in tensors:
+        values = numpy_helper.to_array(t)
+        if values.dtype.kind == "f":
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                raise _fail(path, f"the weight {t.name or '(a Constant)'!r} holds {bad} NaN or infinite "
+                                  "values (training diverged, or the file is damaged); export a good checkpoint")
 
 
 def looks_like_onnx(path: Path) -> bool:
@@ -301,6 +343,7 @@ def load_onnx(path: str | Path, input_shape=None, check: bool = True,
     path = Path(path)
     model = read_onnx(path)
     _check_graph(model, path)
+    _check_finite_weights(model, path)
     opset = _opset(model)
     shape = _static_shape(model, path, input_shape)
     fixed = _fixed(model, shape)
