@@ -162,8 +162,8 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     problems = pipeline.validate(target, _data_info(dataset, num_classes))
     budget = _budget(recipe_obj, dataset)
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UserError(f"{recipe_obj.origin}: {problems[0]}{more}")
+        # Every problem, on the one line: fixing them one run at a time is a slow way to learn them.
+        raise UserError(f"{recipe_obj.origin}: " + "; also ".join(problems))
 
     warnings: list[str] = []
     if not dataset.real:

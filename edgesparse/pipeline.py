@@ -182,9 +182,18 @@ class Pass:
     changes_model: ClassVar[bool] = False
     stage: ClassVar[Stage] = Stage.TRANSFORM
     summary: ClassVar[str] = ""
+    # Its place in the recipe file (passes[i]), for error lines; None for a pass edgesparse adds
+    # (the import pass) or one made in code. parse_recipe sets it on the instance.
+    recipe_index: int | None = None
 
     def __init__(self, config: PassConfig | None = None, **params: Any):
         self.config = config if config is not None else self.Config(**params)
+
+    @property
+    def label(self) -> str:
+        """How an error line names this pass: as the recipe numbers it."""
+        return f"passes[{self.recipe_index}] ({self.name})" if self.recipe_index is not None \
+            else f"the {self.name} pass"
 
     def check(self, plan: PlanContext) -> list[str]:
         """Extra checks against the target and data, before any work. Return problems."""
@@ -331,7 +340,7 @@ class Pipeline(Pass):
         produced: set[str] = set()
         last_stage = -1
         for i, p in enumerate(self.passes):
-            where = f"pass {i + 1} ({p.name})"
+            where = p.label
             if p.stage < last_stage:
                 problems.append(f"{where} cannot run after a later-stage pass; "
                                 "order passes as: prune/sparsify/distill, quantize, export, verify")

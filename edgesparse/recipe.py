@@ -158,6 +158,7 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
             raise UserError(f"{where}: unknown pass {_echo(name)}; known passes: {', '.join(sorted(registry))}")
         try:
             passes.append(cls(cls.Config(**params)))
+            passes[-1].recipe_index = i
         except ValidationError as exc:
             raise UserError(f"{where} ({name}): {_describe(exc, cls)}") from None
     if not passes:

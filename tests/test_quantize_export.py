@@ -100,7 +100,7 @@ def test_coral_refuses_float_io_and_float_precisions():
 
 def test_export_refuses_a_format_the_target_does_not_run():
     problems = plan_problems("coral", [Quantize(), Export(formats=["tflite", "onnx"])])
-    assert problems == ["pass 2 (export): target coral runs tflite only; remove onnx from the export formats"]
+    assert problems == ["the export pass: target coral runs tflite only; remove onnx from the export formats"]
     assert plan_problems("rpi4", [Quantize(), Export(formats=["tflite", "onnx"])]) == []
 
 

@@ -122,7 +122,7 @@ def test_every_state_need_is_checked_and_says_how_to_fix_it():
     assert any("(distill) needs teacher" in p and "after import" in p for p in problems)
     assert any("(export) needs quant_plan" in p and "add a quantize pass" in p for p in problems)
     assert pipeline_for(recipe).validate(RPI4, LABELLED) == [
-        "pass 3 (export) needs quant_plan from an earlier pass, and none produces it; "
+        "passes[1] (export) needs quant_plan from an earlier pass, and none produces it; "
         "add a quantize pass before it (precisions: [fp32] for float artifacts only)"]
 
 
@@ -171,3 +171,20 @@ def test_a_pipeline_is_a_pass_and_its_records_come_from_an_instrument(tmp_path):
     assert [(r.name, r.metrics["seen"], r.step) for r in records.records] == \
         [("step-test", n, "back-off strength 0.5") for n in (1, 2, 3)]
     assert all(r.seconds >= 0 for r in records.records)
+
+
+def test_a_plan_error_names_every_problem_by_the_recipes_own_numbering(tmp_path):
+    """Numbered as parse errors number them (passes[i] of the file, not counting the import pass
+    edgesparse adds), and all of them on the one line, not "(and 1 more)"."""
+    from pathlib import Path
+
+    from edgesparse.build_api import plan_build
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n  - pass: export\n    formats: [tflite, onnx]\n")
+    model = Path(__file__).resolve().parents[1] / "sample_models" / "digits_mlp.keras"
+    with pytest.raises(UserError) as e:
+        plan_build(model, "coral", recipe=recipe, out=tmp_path / "o")
+    message = str(e.value)
+    assert "passes[0] (export) needs quant_plan" in message and "; also passes[0] (export): target coral" in message
+    assert "more)" not in message and "\n" not in message
