@@ -188,6 +188,8 @@ def test_profile_tflite_over_http(agent, artifacts):
     if energy["method"] == "estimated":  # no readable sensor on this machine
         assert energy["per_inference_mj"] == pytest.approx(timing["p50_ms"] * (6.4 - 2.7))
         assert "no sensor was read" in energy["assumption"]
+        # The agent's own latency at the target's watts: a mixed figure, and it says whose.
+        assert "the p50 measured here, on " in energy["assumption"]
     else:
         assert energy["method"] == "measured" and energy["scope"]
     assert result["device"]["cores"] == os.cpu_count()
@@ -683,7 +685,7 @@ def test_cli_profiles_on_an_agent_and_locally(agent, artifacts, token_file, tmp_
     assert "cannot reach agent" in str(unreachable.exception)
 
 
-def test_build_attaches_agent_measurements_and_estimates(agent, token_file, tmp_path):
+def test_build_attaches_agent_measurements_and_estimates(agent, token_file, tmp_path, capsys):
     """`edgesparse build --profile URL`: every artifact measured on the agent, beside its roofline
     estimate and the estimator's error; an unreachable agent fails before any work."""
     import json
@@ -710,6 +712,9 @@ def test_build_attaches_agent_measurements_and_estimates(agent, token_file, tmp_
         assert device["result"]["energy"]["method"] in ("measured", "estimated")
         assert "relative_error" in device["estimate_vs_measured"]
     assert "(measured)" in (out / "report.md").read_text()
+    # The terminal shows what --profile measured, not only report.md.
+    err = capsys.readouterr().err
+    assert "latency (measured" in err and agent["url"] in err
 
     code = cli(argv[:-2] + ["--out", str(tmp_path / "o2"), "--token-file", str(token_file),
                             "--profile", "http://127.0.0.1:9"])

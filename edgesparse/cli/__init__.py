@@ -79,6 +79,11 @@ def _render_build(result, console) -> None:
                         ["file", "precision", "bytes", "accuracy %", "agreement %", "max abs diff"], [
         [a["path"], a["precision"], a["bytes"], a["accuracy"], a["top1_agreement"], a["max_abs_diff"]]
         for a in r["artifacts"]], no_wrap=["file"]))
+    measured = _measured_rows(r)
+    if measured:
+        console.print(table("latency (measured with --profile / --profile-local)",
+                            ["file", "agent", "device", "p50 ms", "p90 ms", "runs"], measured,
+                            no_wrap=["file", "agent"]))
     budget = r.get("budget") or {}
     if budget.get("enforced") and len(budget.get("attempts", [])) > 1:
         console.print(table("accuracy budget: back-off attempts",
@@ -86,6 +91,23 @@ def _render_build(result, console) -> None:
             [a["strength"], a["accuracy"], a["drop"], "yes" if a["met"] else "no", a["macs"]]
             for a in budget["attempts"]]))
     console.print(f"wrote {result.out}/ (artifacts, report.md, report.html, report.json)")
+
+
+def _measured_rows(r: dict) -> list[list]:
+    """One row per artifact and device that measured it: what --profile was asked for, which the
+    terminal used to leave to report.md."""
+    from edgesparse.report.markdown import sig
+
+    rows = []
+    for name, entry in ((r.get("profile") or {}).get("measured") or {}).items():
+        for d in entry.get("devices", []):
+            if not d.get("ok"):
+                rows.append([name, d["agent"], "failed: " + d["error"]["message"], None, None, None])
+                continue
+            t = d["result"]["timing"]
+            rows.append([name, d["agent"], d["result"].get("device", {}).get("cpu_model"),
+                         sig(t.get("p50_ms")), sig(t.get("p90_ms")), t.get("n")])
+    return rows
 
 
 @app.command("targets")

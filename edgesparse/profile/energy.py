@@ -190,8 +190,13 @@ def measured_energy(joules: float, seconds: float, inferences: int, sensor: Sens
     return result
 
 
-def estimated_energy(latency_ms: float, active_power_w: float, idle_power_w: float) -> dict:
-    """Energy per inference from the target's power figures. Never labelled measured."""
+def estimated_energy(latency_ms: float, active_power_w: float, idle_power_w: float,
+                     latency_from: str = "the roofline estimate") -> dict:
+    """Energy per inference from the target's power figures. Never labelled measured.
+
+    latency_from: where the latency comes from. A latency measured on this machine times the
+    target's power is a mixed figure (an x86 host's milliseconds at a Coral's watts): it says so.
+    """
     added_w = active_power_w - idle_power_w
     per_inference_mj = latency_ms * added_w  # ms x W = mJ
     return {
@@ -200,10 +205,12 @@ def estimated_energy(latency_ms: float, active_power_w: float, idle_power_w: flo
         "per_inference_mj": per_inference_mj,
         "active_power_w": active_power_w,
         "idle_power_w": idle_power_w,
+        "latency_from": latency_from,
         "assumption": (
             f"energy per inference = latency x (active_power_w - idle_power_w) = "
             f"{latency_ms:.4g} ms x ({active_power_w:g} - {idle_power_w:g}) W = "
-            f"{per_inference_mj:.4g} mJ; power figures from the target profile, no sensor was read"
+            f"{per_inference_mj:.4g} mJ; the latency is {latency_from}, the power figures are the "
+            "target profile's, no sensor was read"
         ),
     }
 

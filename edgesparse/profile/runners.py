@@ -175,8 +175,10 @@ def measure_model(model_path: str, params: dict, *, inputs_path: str | None = No
         joules, seconds = energy_reading
         energy_block = energy.measured_energy(joules, seconds, len(latencies), sensors[0], idle_w)
     elif params.get("active_power_w") is not None:
-        energy_block = energy.estimated_energy(timing["p50_ms"] or timing["mean_ms"],
-                                               params["active_power_w"], params["idle_power_w"])
+        here = device.cpu_model() or "this machine"
+        energy_block = energy.estimated_energy(
+            timing["p50_ms"] or timing["mean_ms"], params["active_power_w"], params["idle_power_w"],
+            latency_from=f"the p50 measured here, on {here}, not on the target unless this is it")
     else:
         energy_block = energy.unavailable_energy(
             "no readable power sensor here and no target power figures were given")

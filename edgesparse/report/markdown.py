@@ -190,8 +190,10 @@ def _latency(r: dict[str, Any]) -> list[str]:
     if not est and not measured:
         return []
     lines = ["## Latency", "",
-             f"Estimated: roofline from the {r['target']['name']} profile's hardware figures "
-             "(an estimate, not a measurement; its assumptions are in report.json).", ""]
+             f"Rows marked (estimated) are a roofline from the {r['target']['name']} profile's hardware "
+             "figures (an estimate, not a measurement; its assumptions are in report.json); rows marked "
+             "(measured) ran on the device they name. An estimated energy on a measured row is that "
+             "device's latency times the target's power figures.", ""]
     rows = []
     for name, e in est.items():
         rows.append([name, f"{r['target']['name']} (estimated)", sig(e["latency_ms"]), None, None,
