@@ -94,6 +94,38 @@ def test_our_own_onnx_export_round_trips(tmp_path):
         [type(layer).__name__ for layer in original.layers if type(layer).__name__ in ("Conv2D", "Dense")]
 
 
+def test_a_tf2onnx_conv1d_with_batch_norm_keeps_channels_last(tmp_path):
+    """tf2onnx writes Conv1D as Unsqueeze, Transpose, Conv, Squeeze and the BatchNormalization
+    after it as a Mul by a (1, C, 1) constant: the Squeeze used to go back to channels-first and
+    the Mul was refused as "neither a scalar nor one value per channel"."""
+    from edgesparse.convert.onnx import to_onnx
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 3))
+    x = keras.layers.Conv1D(16, 3, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.MaxPooling1D(2)(keras.layers.ReLU()(x))
+    x = keras.layers.Conv1D(8, 3, strides=2, activation="relu")(x)
+    out = keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(x))
+    original = keras.Model(inp, out)
+    bn = original.layers[2]
+    bn.set_weights([w + np.random.default_rng(i).uniform(0.5, 1.5, w.shape).astype(np.float32)
+                    for i, w in enumerate(bn.get_weights())])
+    path = to_onnx(original, tmp_path / "conv1d.onnx")
+    model, info = load_model(path)
+    assert info["check"]["passed"]
+    x = np.random.default_rng(1).standard_normal((16, 32, 3)).astype(np.float32)
+    assert np.max(np.abs(model.predict(x, verbose=0) - original.predict(x, verbose=0))) < 1e-4
+    # Its size-1 axes move by bookkeeping (a Permute each way went around every 1-D op), and the
+    # Softmax it ends in is understood: it mixes channels, it is not "not understood".
+    assert "Permute" not in [type(layer).__name__ for layer in model.layers]
+    from edgesparse.graph.channels import ChannelGraph
+
+    reasons = ChannelGraph(model).unprunable_layers
+    assert "softmax mixes channels" in reasons.values()
+    assert not any("not understood" in r for r in reasons.values()), reasons
+
+
 # ----------------------------------------------------------------------------- pruning
 
 
