@@ -71,7 +71,7 @@ def inspect(model: Path = typer.Argument(..., help=MODEL_HELP), unsafe_load: boo
                         ["group", "channels", "producers", "following layers", "carried through", "prunable"],
                         rows))
     if graph.unprunable_layers:
-        console.print(table("layers the analysis does not understand (their groups are not pruned)",
+        console.print(table("layers whose channel groups are not pruned, and why",
                             ["layer", "why"], [[k, v] for k, v in graph.unprunable_layers.items()]))
 
 

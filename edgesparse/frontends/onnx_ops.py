@@ -64,6 +64,19 @@ def channels_last(rank: int) -> tuple[int, ...]:
     return (0, *range(2, rank), 1) if rank >= 3 else identity(rank)
 
 
+def _size_one_move(src: tuple[int, ...], dst: tuple[int, ...]) -> list[int] | None:
+    """The axis permutation q (dst axis i is src axis q[i]) when `dst` is `src` with only its
+    size-1 axes moved, batch axis fixed; else None."""
+    if len(src) != len(dst):
+        return None
+    big = [i for i in range(1, len(src)) if src[i] != 1]
+    ones = [i for i in range(1, len(src)) if src[i] == 1]
+    if [src[i] for i in big] != [d for d in dst[1:] if d != 1]:
+        return None
+    big_it, ones_it = iter(big), iter(ones)
+    return [0] + [next(big_it) if d != 1 else next(ones_it) for d in dst[1:]]
+
+
 def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     """The padding TensorFlow's padding='same' uses on one axis (extra at the end)."""
     total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -182,6 +195,12 @@ class Translator:
                             "keep the batch axis first and unchanged")
         if tuple(shape) == src:
             return v
+        moved = _size_one_move(src, tuple(shape))
+        if moved is not None and v.order is None and v.keras is not None:
+            # Only size-1 axes move (tf2onnx's folded Transposes around a 1-D op): bookkeeping,
+            # like a Transpose; going through the file's order cost two Permute layers.
+            inverse = np.argsort(moved)
+            return Value(v.keras, perm=tuple(int(inverse[p]) for p in v.perm), nonneg=v.nonneg)
         if v.order is None and _same_memory_order(v.perm, src):
             if len(shape) == 2 and v.rank > 2:
                 x, _ = self.call(keras.layers.Flatten, v.keras)
@@ -697,7 +716,37 @@ def _squeeze(t, ins):
             shape.append(1 if i in axes else next(it))
     if 0 in axes:
         raise t.fail("squeezes or inserts the batch axis")
+    if x.keras is not None and x.order is None and x.perm != identity(x.rank):
+        return [_squeeze_in_layout(t, x, axes, t.node.op_type == "Squeeze")]
     return [t.reshape(x, tuple(shape))]
+
+
+def _squeeze_in_layout(t, x: Value, axes: list[int], squeeze: bool) -> Value:
+    """Squeeze/Unsqueeze of size-1 axes on a tensor held in another layout than the file's: the
+    size-1 axes leave or join the Keras tensor where they are, and the layout is kept. Going
+    through the file's order instead turned tf2onnx's Conv1D (Unsqueeze, Conv, Squeeze) into
+    channels-first tensors, which its BatchNormalization's per-channel Mul could not follow."""
+    perm = list(x.perm)
+    if squeeze:
+        for a in sorted(axes, reverse=True):
+            perm.remove(a)
+            perm = [p - 1 if p > a else p for p in perm]
+    else:
+        for a in axes:                       # ascending: each index is in the grown tensor
+            after = [p for p in perm if p >= a]
+            # Beside the axis now at its index (or last): a size-1 axis keeps memory order there.
+            at = perm.index(min(after)) if after else len(perm)
+            perm = [p + 1 if p >= a else p for p in perm]
+            perm.insert(at, a)
+    shape = list(x.onnx_shape)
+    if squeeze:
+        shape = [d for i, d in enumerate(shape) if i not in axes]
+    else:
+        for a in axes:
+            shape.insert(a, 1)
+    keras_shape = tuple(shape[p] for p in perm)
+    y, _ = t.call(keras.layers.Reshape, x.keras, keras_shape[1:])
+    return Value(y, perm=tuple(perm), nonneg=x.nonneg)
 
 
 @op("Transpose", note="nothing: the layout bookkeeping absorbs it (a Permute only where needed)")

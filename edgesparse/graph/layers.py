@@ -470,6 +470,8 @@ for _kind in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise"
               "Cropping1D", "Cropping2D"):
     register_layer(_kind, _PASS)
 register_layer("Activation", replace(_PASS, refuse=_refuse_activation))
+# The ONNX frontend's Softmax: understood, and like Activation("softmax") it mixes its channels.
+register_layer("Softmax", replace(_PASS, refuse=lambda layer, i, o: "softmax mixes channels"))
 register_layer("Reshape", replace(_PASS, refuse=_refuse_reshape, resize=_resize_reshape))
 register_layer("Rescaling", replace(_PASS, refuse=_refuse_rescaling))
 for _kind in ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"):
