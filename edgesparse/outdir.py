@@ -27,6 +27,10 @@ from edgesparse.files import check_writable as can_write, creating_beside
 
 MARKER = ".edgesparse-output.json"   # {"written_by": "edgesparse", "files": [relative paths]}
 EXIT_ON_SIGTERM = 128 + signal.SIGTERM
+# Set when SIGTERM arrived. The SystemExit it raises can surface wrapped in another exception
+# (raised inside a TensorFlow callback it comes back as TF's own error): the CLI asks this flag so
+# the exit code stays 143, not an "internal error" 1.
+TERMINATED = threading.Event()
 
 
 def _listing(folder: Path) -> set[str]:
@@ -90,6 +94,7 @@ def _sigterm_unwinds() -> Iterator[None]:
         return
 
     def stop(signum, frame):
+        TERMINATED.set()
         raise SystemExit(EXIT_ON_SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, stop)

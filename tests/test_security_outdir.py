@@ -123,7 +123,7 @@ def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 128 + signal.SIGTERM
+    assert code == 128 + signal.SIGTERM, proc.stderr.read()[-3000:]
     assert list(tmp_path.iterdir()) == [], "the staging folder (or a half-written --out) was left"
 
 

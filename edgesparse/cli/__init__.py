@@ -181,6 +181,11 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from typer._click import ClickException  # typer vendors click since 0.20
+        from edgesparse.outdir import EXIT_ON_SIGTERM, TERMINATED
+
+        if TERMINATED.is_set():                   # SIGTERM's SystemExit, wrapped on its way out
+            print("terminated: nothing was written to the output folder", file=sys.stderr)
+            return EXIT_ON_SIGTERM
 
         if isinstance(exc, ClickException):      # usage errors: click's own two-line message
             exc.show()
