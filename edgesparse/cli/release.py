@@ -26,8 +26,10 @@ def release_command(
 ):
     """Build deterministically and pack a reproducible <name>-<target>-<version>.tar.gz."""
     from edgesparse.console import console, table
-    from edgesparse.release.package import release
+    from edgesparse.release.package import check_out, check_version, release
 
+    check_version(version)      # before "building": a bad version is refused, not built for
+    check_out(out)
     console.print("[bold]release:[/] building in a fresh process with deterministic TensorFlow kernels")
     result = release(model, target=target, version=version, data=data, recipe=recipe, out=out,
                      progress=True, debug="--debug" in sys.argv, unsafe_load=unsafe_load)
