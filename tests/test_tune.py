@@ -85,6 +85,10 @@ def test_pick_writes_a_recipe_that_build_reproduces(tmp_path):
     report = json.loads((out / "report.json").read_text())
     picked = report["picked"]
     assert picked is not None and (out / "picked-recipe.yaml").exists()
+    # People read it: only what differs from each pass's defaults (it dumped every field,
+    # `blocks: 0` among them, beside the point's choices).
+    written = (out / "picked-recipe.yaml").read_text()
+    assert "per_group" in written and "blocks: 0" not in written and "calibration_samples" not in written
     rebuilt = tmp_path / "rebuilt"
     assert run(["build", str(MLP), "--data", str(DATA), "--recipe", str(out / "picked-recipe.yaml"),
                 "--out", str(rebuilt)]) == 0

@@ -22,7 +22,6 @@ the Pareto set is measured on the device for real. A trial records where its lat
 """
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -116,13 +115,18 @@ def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
     lowrank = bool(space.ranks(point)) if lowrank is None else lowrank
     spec = default_recipe.to_dict()
     passes, has_prune = [], False
-    for entry in spec["passes"]:
-        entry = copy.deepcopy(entry)
+    # Only what differs from each pass's defaults: a picked recipe is read by people, and a full
+    # dump printed `blocks: 0` beside the point's choices.
+    for p in default_recipe.passes:
+        entry = {"pass": p.name, **p.config.model_dump(mode="json", exclude_defaults=True)}
         if entry["pass"] == "prune":
             has_prune = True
             for k in ("ratio", "macs", "params"):
                 entry.pop(k, None)
+            had_blocks = "blocks" in entry
             entry.update(_prune_fields(space, point))
+            if entry.get("blocks") == [] and not had_blocks:
+                del entry["blocks"]     # none dropped, as the default says
             entry["steps"] = 1          # the widths are the plan: no gradual path to them
         elif entry["pass"] == "quantize":
             entry["precisions"] = [space.precision_of(point)]
