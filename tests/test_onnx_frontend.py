@@ -244,7 +244,24 @@ def _external_weights_missing(path: Path) -> Path:
     return path
 
 
+def _batch_softmax(path: Path) -> Path:
+    g = om.Graph((4,))
+    g.model(g.node("Softmax", [g.gemm("input", 4, 3)], axis=0), ["N", 3], path)
+    return path
+
+
+def _unnamed_unsupported(path: Path) -> Path:
+    g = om.Graph((3, 8, 8))
+    out = g.node("LRN", [g.conv("input", 3, 4)], size=3)
+    for n in g.nodes:
+        n.name = ""
+    g.model(out, ["N", 4, 8, 8], path)
+    return path
+
+
 @pytest.mark.parametrize("make, name, says", [
+    (_batch_softmax, "softmax0.onnx", "normalises over the batch axis (axis 0)"),
+    (_unnamed_unsupported, "unnamed.onnx", "node producing '/lrn_2/LRN_out0' (LRN) is not supported"),
     (_nan_weight, "nan.onnx", "holds 1 NaN or infinite values"),
     (_external_weights_missing, "ext.onnx", "external file 'weights.bin', which is not in"),
     (lambda p: _bytes(p, b"\x08\x07garbage that is not a protobuf" * 3), "bad.onnx", "does not parse as an ONNX"),

@@ -136,7 +136,8 @@ def _check_graph(model, path) -> None:
                           "onnx.version_converter.convert_version)")
     flow = [n for n in model.graph.node if n.op_type in CONTROL_FLOW]
     if flow:
-        raise _fail(path, f"node {flow[0].name or '(unnamed)'!r} is {flow[0].op_type} (control flow), which has no "
+        label = repr(flow[0].name) if flow[0].name else f"producing {flow[0].output[0]!r}"
+        raise _fail(path, f"node {label} is {flow[0].op_type} (control flow), which has no "
                           "layer form; export the model for one fixed input (trace it without data-dependent "
                           "branches or loops)")
     initializers = {i.name for i in model.graph.initializer}

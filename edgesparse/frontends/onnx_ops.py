@@ -103,7 +103,10 @@ class Translator:
 
     def fail(self, why: str, fix: str = "") -> UserError:
         n = self.node
-        where = f"node {n.name or '(unnamed)'!r} ({n.op_type})" if n is not None else "the graph"
+        # An unnamed node is named by what it writes: "(unnamed)" pointed nowhere.
+        label = repr(n.name) if n is not None and n.name else \
+            (f"producing {n.output[0]!r}" if n is not None and n.output else "(unnamed)")
+        where = f"node {label} ({n.op_type})" if n is not None else "the graph"
         fix = fix or ("re-export the model without it, or replace it with operators listed in "
                       "docs/onnx.md")
         return UserError(f"cannot import {self.source}: {where} {why}; {fix}")
@@ -529,6 +532,10 @@ def _prelu(t, ins):
 def _softmax(t, ins):
     x = ins[0]
     axis = int(t.attr("axis", -1 if t.opset >= 13 else 1)) % x.rank
+    if axis == 0:
+        # Over the batch: each sample's output would depend on the others in its batch.
+        raise t.fail("normalises over the batch axis (axis 0), so a sample's output depends on the "
+                     "rest of its batch", "export the model with the softmax over the class axis (axis=-1)")
     if t.opset < 13 and axis != x.rank - 1:
         raise t.fail("is an opset < 13 Softmax over several axes", "export with opset 13 or newer")
     keras_axis = x.perm.index(axis)
