@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
 
-from edgesparse.data import Dataset, load_data
+from edgesparse.data import Dataset, label_classes, load_data
 from edgesparse.errors import UserError
 from edgesparse.train.metrics import keras_metrics
 from edgesparse.outdir import check_writable, staged_output
@@ -152,7 +152,7 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     keras_model, source = load_model(model_path, input_shape=opts.input_shape)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
-    dataset = load_data(data, input_shape, num_classes, seed=recipe_obj.spec.seed)
+    dataset = load_data(data, input_shape, label_classes(keras_model), seed=recipe_obj.spec.seed)
 
     recipe_obj, skipped = recipe_obj.for_data(dataset.real, dataset.labelled)
     fitted: list[str] = []

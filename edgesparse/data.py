@@ -88,6 +88,17 @@ def _same_layout(got: tuple, want: tuple) -> bool:
     return len(got) == 1 or len(want) == 1 or squeeze(got) == squeeze(want)
 
 
+NOT_A_CLASSIFIER = -1     # label_classes() of a model whose output per sample is not a vector
+
+
+def label_classes(model) -> int:
+    """What labels are scored against: the width of the model's per-sample output vector, or
+    NOT_A_CLASSIFIER when its output is a feature map or a sequence (the last axis is then not the
+    classes, and labels checked against it gave "labels must be 0..7" for an 8-wide feature map)."""
+    shape = tuple(model.output_shape[1:])
+    return int(shape[0]) if len(shape) == 1 else NOT_A_CLASSIFIER
+
+
 def _labels(y: np.ndarray, n: int, num_classes: int | None, what: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:   # one-hot
@@ -101,6 +112,10 @@ def _labels(y: np.ndarray, n: int, num_classes: int | None, what: str) -> np.nda
     elif y.dtype.kind not in "iub":
         raise UserError(f"{what} holds {y.dtype} labels; give integer class ids 0..N-1")
     y = y.astype(np.int64)
+    if num_classes == NOT_A_CLASSIFIER:
+        raise UserError(f"{what}: the model's output per sample is not one score per class (it is a "
+                        "feature map or a sequence), so class labels cannot be scored against it; give x "
+                        "without y (agreement with the imported model is still checked), or a classifier")
     if num_classes == 1:
         raise UserError(f"{what}: the model has one output (regression or a single sigmoid), so class "
                         "labels cannot be scored against it; give x without y (nothing claims accuracy)")

@@ -122,3 +122,26 @@ def test_unlabelled_extra_inputs_feed_calibration_only(tmp_path):
     d = load_data(p, (4,), 2)
     assert len(d.x_calib) == 40 and len(d.x_train) == 10 and d.labelled
     assert d.splits["calibration"] == "train + x_unlabelled"
+
+
+def test_labels_against_a_model_without_a_class_vector_name_the_output(tmp_path, capsys):
+    """A feature-map output's last axis is not the classes: labels checked against its 4 channels
+    said 'labels must be 0..3'. Without labels the same model builds (agreement is checked)."""
+    from pathlib import Path
+
+    from edgesparse._tf import keras
+    from edgesparse.cli import run
+
+    inp = keras.Input((8, 8, 1))
+    keras.Model(inp, keras.layers.Conv2D(4, 3, padding="same")(inp)).save(tmp_path / "features.keras")
+    digits = np.load(Path(__file__).resolve().parents[1] / "sample_models" / "digits.npz")
+    np.savez(tmp_path / "labelled.npz", x=digits["x_train"][:200], y=digits["y_train"][:200])
+    np.savez(tmp_path / "x_only.npz", x=digits["x_train"][:200])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n  - pass: quantize\n  - pass: export\n  - pass: verify\n")
+    args = ["build", str(tmp_path / "features.keras"), "--recipe", str(recipe)]
+    assert run(args + ["--data", str(tmp_path / "labelled.npz"), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "not one score per class" in err and "labels must be" not in err
+    assert not (tmp_path / "a").exists()
+    assert run(args + ["--data", str(tmp_path / "x_only.npz"), "--out", str(tmp_path / "b")]) == 0

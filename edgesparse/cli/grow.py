@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
 def run_grow(model_path: Path, data_path: Optional[Path], cfg: GrowConfig, unsafe_load: bool = False):
     """Load, check the plan (before any work), run the pass; returns the ModelState."""
     from edgesparse.console import RichProgress
-    from edgesparse.data import load_data
+    from edgesparse.data import label_classes, load_data
     from edgesparse.frontends import load_model
     from edgesparse.passes.grow import GrowPass
     from edgesparse.pipeline import DataInfo, PlanContext, RunContext
@@ -80,7 +80,7 @@ def run_grow(model_path: Path, data_path: Optional[Path], cfg: GrowConfig, unsaf
     keras_model, source = load_model(model_path, unsafe=unsafe_load)
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
     num_classes = int(keras_model.output_shape[-1])
-    dataset = load_data(data_path, input_shape, num_classes, seed=cfg.seed or 0)
+    dataset = load_data(data_path, input_shape, label_classes(keras_model), seed=cfg.seed or 0)
     the_pass = GrowPass(cfg)
     info = DataInfo(real=dataset.real, labelled=dataset.labelled, source=dataset.source,
                     input_shape=input_shape, num_classes=num_classes)

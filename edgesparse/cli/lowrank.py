@@ -31,7 +31,7 @@ def lowrank(model: Path, data: Optional[Path], target: Optional[str], out: Optio
     """Factorise Dense/Conv2D layers into low-rank chains (a MAC target, kept energy or VBMF);
     write the factorised model."""
     from edgesparse.console import RichProgress, console
-    from edgesparse.data import load_data
+    from edgesparse.data import label_classes, load_data
     from edgesparse.frontends.keras import load_model
     from edgesparse.passes.lowrank.pass_ import LowRankPass, config_problems
     from edgesparse.pipeline import RunContext
@@ -54,7 +54,7 @@ def lowrank(model: Path, data: Optional[Path], target: Optional[str], out: Optio
         from edgesparse.targets import load_target
         tgt = load_target(target)
     m, _ = load_model(model, unsafe=unsafe_load)
-    dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
+    dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), label_classes(m))
     if epochs is None and dataset.labelled:
         config = config.model_copy(update={"finetune_epochs": 2 if dataset.labelled else 0})
     state = ModelState(model=m, name=model.stem, reference=m)

@@ -100,7 +100,7 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     with a sparsity penalty that drives the channels to cut to zero (regularize pass); movement
     ranks channels by how their weights move in a short fine-tune."""
     from edgesparse.console import RichProgress, console, table
-    from edgesparse.data import load_data
+    from edgesparse.data import label_classes, load_data
     from edgesparse.passes.prune.pass_ import PrunePass, config_problems
     from edgesparse.graph.stats import uncounted_warning
     from edgesparse.pipeline import RunContext
@@ -120,7 +120,7 @@ def prune(model: Path, data: Optional[Path], target: Optional[str], out: Optiona
     if method not in METHODS:
         raise UserError(f"prune: unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     m = _load(model, unsafe_load, input_shape)
-    dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), int(m.output_shape[-1]))
+    dataset = load_data(data, tuple(int(d) for d in m.inputs[0].shape[1:]), label_classes(m))
     if settings["finetune_epochs"] is None:
         settings["finetune_epochs"] = 3 if dataset.labelled and method == "oneshot" else 0
     if method != "oneshot":
