@@ -100,8 +100,7 @@ def _render(r: dict, out: Path, console) -> None:
     if not r["feasible_trials"]:
         closest = "; ".join(f"trial {x['number']}: {x['accuracy']}%, {x['latency_ms']:.3f} ms, {x['bytes']} B"
                             for x in r["closest_if_infeasible"])
-        raise UserError(f"no trial met the constraints ({', '.join(f'{k}={v}' for k, v in r['settings'].items() if k.startswith('max_') and v is not None)}); "
-                        f"closest: {closest}. The report in {out} has every trial")
+        raise UserError(f"{r['unmet']}; closest: {closest}. The report in {out} has every trial")
     console.print(f"wrote {out}/ (report.md, report.html, report.json, pareto.png)")
 
 

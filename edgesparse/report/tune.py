@@ -120,6 +120,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     out += table_section(r)
     if r.get("closest_if_infeasible"):
         out += ["## No trial met the constraints; the closest", "",
+                (r.get("unmet") or "") + ".", "",
                 md_table(HEADERS + ["violations"], [row + [", ".join(f"{c:+.3g}" for c in x["constraints"])]
                                                     for row, x in zip(_rows(r["closest_if_infeasible"]),
                                                                       r["closest_if_infeasible"])]), ""]

@@ -256,6 +256,8 @@ def result_report(base: Base, settings: search.TuneSettings, study, storage: str
         "proxy_front": proxy_front, "full_front": full_front, "refined": refined,
         "feasible_trials": sum(1 for r in rows if r["feasible"]),
         "closest_if_infeasible": [] if any(r["feasible"] for r in rows) else search.closest_to_feasible(rows),
+        "unmet": None if any(r["feasible"] for r in rows) else
+        search.unmet_constraints(rows, settings, base.reference_accuracy),
         "picked": picked, "pick_rule": pick_rule, "seconds": round(seconds, 1),
     }
 
