@@ -343,7 +343,8 @@ class Pipeline(Pass):
             where = p.label
             if p.stage < last_stage:
                 problems.append(f"{where} cannot run after a later-stage pass; "
-                                "order passes as: prune/sparsify/distill, quantize, export, verify")
+                                "order passes as: [import,] prune/sparsify/distill, quantize, export, "
+                                "verify (import runs first, added when left out)")
             last_stage = max(last_stage, p.stage)
             if LABELS in p.needs and not data.labelled:
                 problems.append(f"{where} needs labelled data; pass --data with x/y labels "

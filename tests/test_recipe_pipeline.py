@@ -188,3 +188,11 @@ def test_a_plan_error_names_every_problem_by_the_recipes_own_numbering(tmp_path)
     message = str(e.value)
     assert "passes[0] (export) needs quant_plan" in message and "; also passes[0] (export): target coral" in message
     assert "more)" not in message and "\n" not in message
+
+
+def test_an_import_pass_after_another_pass_is_told_to_come_first():
+    load_builtin_passes()
+    recipe = parse_recipe({"passes": [{"pass": "quantize"}, {"pass": "import"}, {"pass": "export"}]}, "r.yaml")
+    (problem,) = pipeline_for(recipe).validate(RPI4, LABELLED)
+    assert problem.startswith("passes[1] (import) cannot run after a later-stage pass")
+    assert "import runs first" in problem
