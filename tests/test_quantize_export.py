@@ -245,3 +245,45 @@ def test_int8_without_calibration_samples_is_a_user_error(mlp):
     model, _ = mlp
     with pytest.raises(UserError, match="calibration"):
         to_tflite(model, "int8", x_calib=np.zeros((0, 64), np.float32))
+
+
+# ----------------------------------------------------------------------------- recurrent layers
+
+def _recurrent(kind: str):
+    inp = keras.Input((8, 8))
+    layer = {"gru": keras.layers.GRU(6), "rnn": keras.layers.SimpleRNN(6), "lstm": keras.layers.LSTM(6),
+             "bigru": keras.layers.Bidirectional(keras.layers.GRU(3))}[kind]
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(layer(inp)))
+
+
+def test_full_integer_int8_of_gru_or_simple_rnn_is_refused_before_the_converter_crashes():
+    """TF 2.21's int8 quantizer segfaults on GRU/SimpleRNN (exit 139 from `sparsify` and `build`,
+    with no message): refused before converting. Without the check this test kills its process."""
+    from edgesparse.convert.tflite import int8_crashing_layers
+
+    x = np.random.default_rng(0).random((8, 8, 8), dtype=np.float32)
+    for kind in ("gru", "rnn", "bigru"):
+        model = _recurrent(kind)
+        assert int8_crashing_layers(model) == [model.layers[1].name]
+        with pytest.raises(UserError, match="crashes TensorFlow's TFLite converter"):
+            to_tflite(model, "int8", x_calib=x)
+        assert len(to_tflite(model, "dynamic")) > 0
+    lstm = _recurrent("lstm")
+    assert int8_crashing_layers(lstm) == [] and len(to_tflite(lstm, "int8", x_calib=x)) > 0
+
+
+def test_a_default_recipe_builds_dynamic_int8_for_a_gru_model_and_coral_refuses_it(tmp_path, capsys):
+    from edgesparse.cli import run
+
+    _recurrent("gru").save(tmp_path / "gru.keras")
+    assert run(["build", str(tmp_path / "gru.keras"), "--target", "rpi4", "--out", str(tmp_path / "a")]) == 0
+    import json
+
+    assert (tmp_path / "a" / "gru-dynamic.tflite").exists()
+    warnings = json.loads((tmp_path / "a" / "report.json").read_text())["warnings"]
+    assert any("builds dynamic-range int8 instead of full-integer int8" in w for w in warnings)
+    capsys.readouterr()
+    assert run(["build", str(tmp_path / "gru.keras"), "--target", "coral", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be built for coral" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()

@@ -14,6 +14,29 @@ from edgesparse.convert import quiet
 from edgesparse.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+# TensorFlow 2.21's full-integer quantizer kills the process (SIGSEGV, no exception to catch) on
+# the while loops GRU and SimpleRNN lower to; LSTM has a fused TFLite op and converts. Checked
+# kind by kind on 2026-12-04 (GRU with and without reset_after or return_sequences, SimpleRNN:
+# exit 139; LSTM, LSTM sequences, Bidirectional(LSTM): converted).
+INT8_CRASHING_LAYERS = ("GRU", "SimpleRNN")
+
+
+def int8_crashing_layers(model) -> list[str]:
+    """Names of the layers (inside wrappers and nested models too) full-integer int8 cannot convert."""
+    found: list[str] = []
+
+    def visit(layer, outer: str | None = None) -> None:
+        if type(layer).__name__ in INT8_CRASHING_LAYERS:
+            found.append(outer or layer.name)
+        for inner in (getattr(layer, "layer", None), getattr(layer, "forward_layer", None)):
+            if inner is not None:
+                visit(inner, outer or layer.name)
+        for inner in getattr(layer, "layers", []) if hasattr(layer, "inputs") else []:
+            visit(inner)
+
+    for layer in model.layers:
+        visit(layer)
+    return list(dict.fromkeys(found))
 
 
 def _signature_function(model, batch: int | None):
@@ -65,6 +88,13 @@ def to_tflite(model, precision: str, *, batch: int | None = 1, io: str = "float3
     elif precision == "int8":
         if x_calib is None or len(x_calib) == 0:
             raise UserError("int8 export needs calibration samples; pass --data")
+        crashing = int8_crashing_layers(model)
+        if crashing:
+            raise UserError(f"full-integer int8 export of {', '.join(crashing[:3])} "
+                            f"({'/'.join(INT8_CRASHING_LAYERS)}) crashes TensorFlow's TFLite converter "
+                            "(a segfault, not an error); export this model at dynamic, fp16 or fp32 "
+                            "(quantize: {precisions: [dynamic]}); the Edge TPU runs full-integer int8 "
+                            "only, so it cannot be built for coral")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         step = batch or 1
         converter.representative_dataset = lambda: representative_samples(x_calib, calibration_samples, step)

@@ -65,6 +65,23 @@ class Quantize(Pass):
                                 f"remove {', '.join(other)} from precisions")
         return problems
 
+    def for_model(self, model, target):
+        """A default recipe's int8 gives way to dynamic-range int8 (int8 weights, float
+        activations) where the converter cannot make full-integer int8 of the model; the Edge TPU
+        runs full-integer only, so there the export's own error stands."""
+        from edgesparse.convert.tflite import int8_crashing_layers
+
+        if "int8" not in self.config.precisions or target.constraints.operator_set == "edgetpu":
+            return self, None
+        crashing = int8_crashing_layers(model)
+        if not crashing:
+            return self, None
+        precisions = list(dict.fromkeys("dynamic" if p == "int8" else p for p in self.config.precisions))
+        milder = Quantize(self.config.model_copy(update={"precisions": precisions}))
+        return milder, (f"builds dynamic-range int8 instead of full-integer int8: TensorFlow's "
+                        f"converter crashes on full-integer {', '.join(crashing[:3])}; a recipe with "
+                        "precisions [int8] is refused for this model")
+
     def run(self, state: ModelState, ctx: RunContext) -> ModelState:
         cfg: QuantizeConfig = self.config
         data = ctx.data
