@@ -196,3 +196,24 @@ def test_an_import_pass_after_another_pass_is_told_to_come_first():
     (problem,) = pipeline_for(recipe).validate(RPI4, LABELLED)
     assert problem.startswith("passes[1] (import) cannot run after a later-stage pass")
     assert "import runs first" in problem
+
+
+def test_distill_feature_layers_that_are_not_layers_are_one_line(tmp_path, capsys):
+    """They were an internal ValueError from get_layer once the build had started."""
+    from pathlib import Path
+
+    from edgesparse.cli import run
+
+    samples = Path(__file__).resolve().parents[1] / "sample_models"
+    recipe = tmp_path / "r.yaml"
+    args = ["build", str(samples / "digits_mlp.keras"), "--data", str(samples / "digits.npz"),
+            "--recipe", str(recipe), "--out", str(tmp_path / "o")]
+    recipe.write_text("passes:\n  - pass: distill\n    epochs: 1\n    feature_layers: [[nosuch, fc1]]\n"
+                      "  - pass: quantize\n  - pass: export\n")
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "feature_layers: the student has no layer 'nosuch'; its layers are" in err and "internal" not in err
+    assert not (tmp_path / "o").exists()
+    recipe.write_text("passes:\n  - pass: distill\n    feature_layers: [fc1, fc2]\n")
+    assert run(args) == 2
+    assert "give [student_layer, teacher_layer] pairs" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgesparse.errors import UserError
 from edgesparse.pipeline import TEACHER, Pass, PassConfig, PlanContext, Stage, register_pass
@@ -34,6 +34,16 @@ class DistillConfig(PassConfig):
         default_factory=list, description="[student_layer, teacher_layer] pairs to match (FitNets)")
     feature_weight: float = Field(1.0, ge=0)
     teacher: str | None = Field(None, description="a teacher model file; default: the model as imported")
+
+    @field_validator("feature_layers", mode="before")
+    @classmethod
+    def _pairs(cls, v):
+        # pydantic's own "feature_layers.0: Input should be a valid tuple" did not say what it wants.
+        if isinstance(v, list) and not all(isinstance(p, (list, tuple)) and len(p) == 2
+                                           and all(isinstance(n, str) for n in p) for p in v):
+            raise ValueError("give [student_layer, teacher_layer] pairs of layer names, e.g. "
+                             "[[dense_1, dense_1]]")
+        return v
 
     @model_validator(mode="after")
     def _finite(self):
@@ -64,6 +74,7 @@ class DistillPass(Pass):
             t_in, t_out = tuple(teacher.input_shape[1:]), int(teacher.output_shape[-1])
             if plan.data.input_shape and t_in != tuple(plan.data.input_shape):
                 problems.append(f"teacher {self.config.teacher} takes inputs {t_in}, the model {plan.data.input_shape}")
+            problems.extend(_feature_layer_problems(self.config.feature_layers, teacher=teacher))
             if plan.data.num_classes and t_out != plan.data.num_classes:
                 problems.append(f"teacher {self.config.teacher} has {t_out} outputs but the model has "
                                 f"{plan.data.num_classes}; give a teacher for the same task")
@@ -76,6 +87,7 @@ class DistillPass(Pass):
         cfg: DistillConfig = self.config
         teacher = self._teacher(state)
         student = state.model
+        _check_feature_layers(cfg.feature_layers, student, teacher)
         if tuple(teacher.output_shape[1:]) != tuple(student.output_shape[1:]):
             raise UserError(f"the teacher's outputs {teacher.output_shape[1:]} do not match the student's "
                             f"{student.output_shape[1:]}; give a teacher for the same task")
@@ -112,4 +124,26 @@ class DistillPass(Pass):
         if state.reference is None:
             raise UserError("distill has no teacher: the import pass did not run; put distill after import")
         return state.reference
+
+
+def _feature_layer_problems(pairs, student=None, teacher=None) -> list[str]:
+    """A feature_layers name that is not a layer of its model. Names change when a file is
+    loaded (a layer built as dense_18 can load as dense_29), so this is a common mistake; it was
+    an internal ValueError from get_layer once training had started."""
+    problems = []
+    for which, model, k in (("student", student, 0), ("teacher", teacher, 1)):
+        if model is None:
+            continue
+        names = [layer.name for layer in model.layers]
+        for pair in pairs:
+            if pair[k] not in names:
+                problems.append(f"feature_layers: the {which} has no layer {pair[k]!r}; its layers are "
+                                f"{', '.join(names[:12])}{' …' if len(names) > 12 else ''}")
+    return problems
+
+
+def _check_feature_layers(pairs, student, teacher) -> None:
+    problems = _feature_layer_problems(pairs, student, teacher)
+    if problems:
+        raise UserError(f"distill {problems[0]}")
 
