@@ -590,15 +590,20 @@ def test_world_readable_token_file_is_refused_by_the_agent(tmp_path, front_end):
     assert "listening" not in done.stdout and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--port", "-1"),
-                                         ("--memory-limit-mb", "-5")])
-def test_an_out_of_range_agent_option_is_one_clear_line(tmp_path, capsys, flag, value):
+@pytest.mark.parametrize("flag, value, says", [
+    ("--port", "70000", "must be"), ("--port", "-1", "must be"), ("--memory-limit-mb", "-5", "must be"),
+    # Accepted before, then every job died with a traceback in the agent's log and a dropped
+    # connection at the client.
+    ("--work-dir", "{tmp}/token", "is not a folder"), ("--work-dir", "{tmp}/missing", "is not a folder"),
+    ("--allow-delegate", "tpu={tmp}/missing.so", "does not exist")])
+def test_an_out_of_range_agent_option_is_one_clear_line(tmp_path, capsys, flag, value, says):
     from edgesparse.cli import run
 
-    assert run(["agent", "serve", "--token-file", str(write_token(tmp_path, 0o600)),
-                flag, value]) == 2
+    token = write_token(tmp_path, 0o600)
+    value = value.format(tmp=tmp_path)
+    assert run(["agent", "serve", "--token-file", str(token), flag, value]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and f"{flag} must be" in err and value in err
+    assert err.count("\n") == 0 and says in err and flag.split("-")[-1] in err, err
 
 
 def test_world_readable_token_file_is_refused_by_edgesparse_profile(agent, artifacts, tmp_path,
@@ -639,6 +644,25 @@ def test_both_agent_front_ends_have_the_same_defaults(token_file):
     assert built == agent.AgentConfig(token=built.token)
     assert (built.job_time_limit_s, built.memory_limit_mb) == \
         (measure.DEFAULT_TIME_LIMIT_S, measure.DEFAULT_MEMORY_LIMIT_MB)
+
+
+def test_an_agent_that_fails_inside_answers_a_json_500_and_logs_one_line(artifacts, token_file, tmp_path):
+    """Its work dir vanishing under it (a broken host): the job died with a traceback in the log
+    and the client saw only a dropped connection."""
+    work, log = tmp_path / "work", tmp_path / "agent.log"
+    work.mkdir()
+    with open(log, "w") as stderr:
+        proc, url = start_agent(token_file, ["--work-dir", str(work)], stderr=stderr)
+    try:
+        work.rmdir()
+        with pytest.raises(UserError) as err:
+            client.profile_remote(url, token_file.read_text().strip(), artifacts["tflite"], runs=2)
+        assert "500" in str(err.value) and "the agent failed: FileNotFoundError" in str(err.value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = log.read_text()
+    assert "internal error: FileNotFoundError" in text and "Traceback" not in text
 
 
 def test_unreachable_agent_is_a_clear_user_error(artifacts, token_file):

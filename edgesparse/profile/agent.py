@@ -89,6 +89,12 @@ def config_from_options(*, token_file, host: str = DEFAULT_HOST, port: int = DEF
         raise UserError(f"--port must be a TCP port from 0 to 65535 (0: any free port), got {port}")
     if memory_limit_mb < 0:
         raise UserError(f"--memory-limit-mb must be 0 (no limit) or positive, got {memory_limit_mb}")
+    # Checked here, not per job: a file or a missing folder made every job die with a traceback in
+    # the agent's log and a dropped connection at the client.
+    if work_dir is not None and not os.path.isdir(work_dir):
+        raise UserError(f"--work-dir {work_dir} is not a folder; give an existing folder for uploads")
+    if work_dir is not None and not os.access(work_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--work-dir {work_dir} is not writable by this user")
     return AgentConfig(
         token=read_token(token_file), host=host, port=port,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), header_timeout_s=header_timeout,
@@ -224,12 +230,22 @@ class AgentHandler(BaseHTTPRequestHandler):
             self.log_message("client went away: %s", gone)
         except ConnectionError as exc:
             self.log_message("client went away (%s)", exc.strerror or type(exc).__name__)
+        except Exception as exc:     # a bug or a broken host: one log line and a JSON 500, not a
+            first = (str(exc).strip().splitlines() or [""])[0][:200]   # traceback and a dropped connection
+            self.log_message("internal error: %s: %s", type(exc).__name__, first)
+            if not getattr(self, "_answered", False):
+                try:
+                    self._send_error(HTTPError(500, "internal", f"the agent failed: {type(exc).__name__}: "
+                                               f"{first}; see the agent's log"))
+                except OSError:
+                    pass
 
     # -- plumbing -------------------------------------------------------------------------
     def _send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
         body = json.dumps(payload).encode("utf-8")
         # The reads left the socket's timeout at whatever remained of their deadline.
         self.connection.settimeout(self.server.config.read_timeout_s)
+        self._answered = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -511,6 +527,9 @@ def parse_delegates(pairs: list[str]) -> dict[str, str]:
         name, sep, library = pair.partition("=")
         if not sep or not name or not library:
             raise UserError(f"--allow-delegate wants NAME=LIBRARY, got {pair!r}")
+        if "/" in library and not os.path.isfile(library):   # a bare name is for dlopen's search path
+            raise UserError(f"--allow-delegate {name}: the library {library} does not exist; give the "
+                            "path of the delegate's .so, or its bare name if it is on the library path")
         delegates[name] = library
     return delegates
 
