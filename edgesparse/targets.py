@@ -7,13 +7,14 @@ a YAML file of the same shape.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
-                      ValidationError)
+                      ValidationError, field_validator)
 
 from edgesparse.errors import UserError, describe_validation_error
 
@@ -49,7 +50,7 @@ class Constraints(_Strict):
     operator_set: Literal["litert-builtin", "nnapi", "edgetpu"] = "litert-builtin"
     max_effective_dims: PositiveInt | None = None     # Edge TPU: tensors with at most 3 non-1 dims
     parameter_cache_bytes: PositiveInt | None = None  # Edge TPU on-chip parameter cache (~8 MiB)
-    max_model_bytes: PositiveInt | None = None        # refuse artifacts that cannot fit in memory
+    max_model_bytes: PositiveInt | None = None        # artifacts larger than this are flagged in the warnings
 
 
 class Variant(_Strict):
@@ -61,6 +62,8 @@ class Variant(_Strict):
 
 
 class Target(_Strict):
+    # The name becomes part of file and folder names (out/<model>-<target>/, release tarballs):
+    # a slug, so a target file cannot send the output elsewhere ("../../x" climbed out of out/).
     name: str
     title: str
     runtimes: list[Literal["litert", "onnxruntime"]] = Field(min_length=1)
@@ -73,6 +76,14 @@ class Target(_Strict):
     hardware: Hardware
     variants_on_request: list[Variant] = []  # extra artifacts a recipe may ask for
     recipe: dict[str, Any]                  # the default recipe (same schema as a recipe file)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", v):
+            raise ValueError(f"{v[:40]!r} cannot be part of a file name; use letters, digits and . _ + - "
+                             "(at most 64, starting with a letter or digit), e.g. rpi4")
+        return v
 
     @property
     def formats(self) -> list[str]:

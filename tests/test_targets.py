@@ -50,6 +50,9 @@ def _custom(tmp_path, old: str, new: str):
     ("idle_power_w: 2.7", "idle_power_w: .nan", "hardware.idle_power_w"),
     ("mem_bandwidth_gbs: 4.4", "mem_bandwidth_gbs: -4.4", "hardware.mem_bandwidth_gbs"),
     ("peak_fp32_gflops: 96.0", "peak_fp32_gflops: .inf", "hardware.peak_fp32_gflops"),
+    # The name goes into out/<model>-<name>/: "../../x" put the build outside out/.
+    ("name: rpi4", "name: ../../../escaped", "name"),
+    ("name: rpi4", "name: a/b", "name"),
 ])
 def test_out_of_bounds_figures_are_refused_when_the_target_loads(tmp_path, old, new, key):
     with pytest.raises(UserError, match=rf"custom.yaml: {key}: .*rpi4.yaml"):
