@@ -21,8 +21,8 @@ from edgesparse.data import Dataset, label_classes, load_data
 from edgesparse.errors import UserError
 from edgesparse.train.metrics import keras_metrics
 from edgesparse.outdir import check_writable, staged_output
-from edgesparse.pipeline import (DataInfo, Instrument, Pass, PassRecord, Pipeline, Progress, ProgressInstrument,
-                                 RecordsInstrument, RunContext, SilentProgress)
+from edgesparse.pipeline import (ARTIFACTS, DataInfo, Instrument, Pass, PassRecord, Pipeline, Progress,
+                                 ProgressInstrument, RecordsInstrument, RunContext, SilentProgress)
 from edgesparse.profile.attach import check_agents, estimates, measure
 from edgesparse.recipe import Recipe, recipe_for
 from edgesparse.search.backoff import (Attempt, back_off, budget_failure, budget_summary, can_back_off,
@@ -160,6 +160,9 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
         recipe_obj, fitted = recipe_obj.for_model(keras_model, target)
     pipeline = pipeline_for(recipe_obj)
     problems = pipeline.validate(target, _data_info(dataset, num_classes))
+    if ARTIFACTS not in pipeline.produces:    # it "built" report files only and exited 0
+        problems.append("no pass exports an artifact, so the build would write only a report; "
+                        "end the recipe with '- pass: quantize', '- pass: export' and '- pass: verify'")
     budget = _budget(recipe_obj, dataset)
     if problems:
         # Every problem, on the one line: fixing them one run at a time is a slow way to learn them.

@@ -217,3 +217,17 @@ def test_distill_feature_layers_that_are_not_layers_are_one_line(tmp_path, capsy
     recipe.write_text("passes:\n  - pass: distill\n    feature_layers: [fc1, fc2]\n")
     assert run(args) == 2
     assert "give [student_layer, teacher_layer] pairs" in capsys.readouterr().err
+
+
+def test_a_recipe_that_exports_nothing_is_refused_before_any_work(tmp_path):
+    """It wrote report files, no artifact, and exited 0 ("wrote ... (artifacts, ...)")."""
+    from pathlib import Path
+
+    from edgesparse.build_api import plan_build
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n  - pass: quantize\n")
+    model = Path(__file__).resolve().parents[1] / "sample_models" / "digits_mlp.keras"
+    with pytest.raises(UserError, match="no pass exports an artifact"):
+        plan_build(model, "rpi4", recipe=recipe, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
