@@ -54,7 +54,10 @@ def _fit_shape(x: np.ndarray, input_shape: tuple, what: str) -> np.ndarray:
     if x.dtype.kind not in "fiub":
         raise UserError(f"{what} holds {x.dtype} values; give numeric arrays")
     want = tuple(int(d) for d in input_shape)
-    if x.ndim == 0 or len(x) == 0:
+    if x.ndim == 0:
+        raise UserError(f"{what} is a single value, not an array of samples; give an array with one "
+                        "sample per row")
+    if len(x) == 0:
         raise UserError(f"{what} is empty; give at least one sample")
     got = x.shape[1:]
     if got != want:

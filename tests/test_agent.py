@@ -595,13 +595,15 @@ def test_world_readable_token_file_is_refused_by_the_agent(tmp_path, front_end):
     # Accepted before, then every job died with a traceback in the agent's log and a dropped
     # connection at the client.
     ("--work-dir", "{tmp}/token", "is not a folder"), ("--work-dir", "{tmp}/missing", "is not a folder"),
-    ("--allow-delegate", "tpu={tmp}/missing.so", "does not exist")])
+    ("--allow-delegate", "tpu={tmp}/missing.so", "does not exist"),
+    ("--token-file", "{tmp}", "is a folder")])
 def test_an_out_of_range_agent_option_is_one_clear_line(tmp_path, capsys, flag, value, says):
     from edgesparse.cli import run
 
     token = write_token(tmp_path, 0o600)
     value = value.format(tmp=tmp_path)
-    assert run(["agent", "serve", "--token-file", str(token), flag, value]) == 2
+    args = ["agent", "serve", "--token-file", str(token), flag, value]
+    assert run(args if flag != "--token-file" else args[:2] + args[4:]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and says in err and flag.split("-")[-1] in err, err
 

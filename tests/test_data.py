@@ -145,3 +145,9 @@ def test_labels_against_a_model_without_a_class_vector_name_the_output(tmp_path,
     assert "not one score per class" in err and "labels must be" not in err
     assert not (tmp_path / "a").exists()
     assert run(args + ["--data", str(tmp_path / "x_only.npz"), "--out", str(tmp_path / "b")]) == 0
+
+
+def test_a_scalar_where_samples_belong_is_not_called_empty(tmp_path):
+    np.savez(tmp_path / "scalar.npz", x_train=np.float32(1.0), y_train=np.int64(0))
+    with pytest.raises(UserError, match="x_train is a single value, not an array of samples"):
+        load_data(tmp_path / "scalar.npz", (64,), 10)

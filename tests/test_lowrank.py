@@ -327,3 +327,8 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "out of reach" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+    # A round_to that sets the smallest rank is named as the cause (the message said only
+    # "at rank 1000 still keeps 100.0%").
+    assert cli(["lowrank", str(CNN), "--data", str(DATA), "--macs", "0.5", "--round-to", "1000",
+                "--method", "svd", "--out", str(out)]) == 2
+    assert "a smaller round_to than 1000" in capsys.readouterr().err

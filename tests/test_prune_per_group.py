@@ -69,3 +69,13 @@ def test_keep_fractions_are_checked_with_the_plan():
     problems = Pipeline([PrunePass(macs=0.5, per_group={"conv": 1.5})]).validate(
         load_target("rpi4"), DataInfo(real=True, labelled=True))
     assert any("per_group keep fraction of conv is 1.5" in p for p in problems), problems
+
+
+def test_an_unreachable_budget_at_the_smallest_settings_does_not_ask_to_lower_them():
+    """At min_channels=1 and round_to=1 the message still said "or lower min_channels/round_to"."""
+    model = zoo.conv_bn()
+    with pytest.raises(UserError) as e:
+        _prune(model, macs=0.001, min_channels=1, round_to=1)
+    assert "lower min_channels" not in str(e.value) and "edgesparse inspect" in str(e.value)
+    with pytest.raises(UserError, match="or lower min_channels/round_to"):
+        _prune(model, macs=0.001, min_channels=2, round_to=1)

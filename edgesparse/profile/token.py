@@ -26,7 +26,11 @@ def read_token(path) -> str:
                                 f"{stat.S_IMODE(mode):04o}); a token others can read is no "
                                 f"secret: run `chmod 600 {path}`")
             token = f.read().strip()
+    except IsADirectoryError:
+        raise UserError(f"token file {path} is a folder; give the token file itself (one line, "
+                        "chmod 600), not the folder it is in") from None
     except OSError as exc:
+        # The same file serves the agent and its clients: "the one the agent was started with".
         raise UserError(f"cannot read token file {path} ({exc.strerror}); give the file the "
                         f"agent was started with, or create one: {MAKE_TOKEN.format(path=path)}"
                         ) from None

@@ -202,7 +202,9 @@ def check_reachable(cands: list[Candidate], fixed: list[Choice], keep: float, mo
     if least > keep * model_macs:
         raise UserError(f"lowrank: macs {keep} is out of reach: factorising every Dense/Conv2D layer at "
                         f"rank {round_to} still keeps {least / max(model_macs, 1):.1%} of the MACs "
-                        "(the other layers cost the rest); ask for a larger fraction, or prune as well")
+                        "(the other layers cost the rest); ask for a larger fraction"
+                        + (f", a smaller round_to than {round_to}" if round_to > 1 else "")
+                        + ", or prune as well")
 
 
 def by_vbmf(cands: list[Candidate], round_to: int) -> list[Choice]:

@@ -222,7 +222,9 @@ class Planner:
                 f"cannot reach the target ({budget.describe()}): pruning every group to "
                 f"min_channels={self.min_channels} (round_to={self.round_to}){' ' + what if what else ''} still keeps "
                 f"{got:.1%}, the least this model can keep; set `{budget.kind}` of the prune pass to "
-                f"{reachable(got)} or more (--{budget.kind} for `edgesparse prune`), or lower min_channels/round_to")
+                f"{reachable(got)} or more (--{budget.kind} for `edgesparse prune`)"
+                + (", or lower min_channels/round_to" if self.min_channels > 1 or self.round_to > 1 else
+                   "; what stays is in groups it cannot prune (`edgesparse inspect` lists them and why)"))
         if self.meets(budget, at(lo)):
             return at(lo)
         for _ in range(40):
