@@ -179,6 +179,24 @@ def test_a_password_is_hidden_wherever_the_storage_string_holds_it(tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tune_leaves_no_scratch_folder_and_rank_alone_is_refused_by_name(tmp_path, capsys, monkeypatch):
+    """Every run left an edgesparse-tune-* folder in the temp dir; --knobs rank alone failed on
+    tune's own temporary recipe ("/tmp/edgesparse-tune-.../proxy.yaml: passes[0] (prune) ...")."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert tune(MLP, "--data", DATA, "--trials", 1, "--no-refine", "--storage", tmp_path / "s.db",
+                "--out", tmp_path / "o") == 0
+    assert tune(MLP, "--data", DATA, "--knobs", "rank", "--trials", 1, "--storage", tmp_path / "r.db",
+                "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "--knobs rank: tune searches widths first" in err and "use --knobs keep,rank" in err
+    assert "proxy.yaml" not in err
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("edgesparse-tune-")] == []
+
+
 def test_a_worker_does_not_leave_a_study_file_behind_and_a_missing_folder_is_named(tmp_path, capsys):
     assert tune("worker", "--storage", tmp_path / "new.db", "--study", "s") == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "new.db").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -48,10 +49,6 @@ def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[st
     """Load and check everything once: the build plans of each fidelity, the space, the reference."""
     import tempfile
 
-    import yaml
-
-    from edgesparse.build_api import plan_build
-    from edgesparse.train.metrics import accuracy
     from edgesparse.recipe import recipe_for
     from edgesparse.targets import load_target
 
@@ -59,7 +56,24 @@ def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[st
     default = recipe_for(target, None)
     if data is None:
         raise UserError("edgesparse tune needs --data with labels: accuracy is one of its objectives")
+    # The plans' recipe files live here only while they are planned (every run left one behind).
     scratch = Path(tempfile.mkdtemp(prefix="edgesparse-tune-"))
+    try:
+        return _prepare(model, target, default, data, scratch, agents=agents, token_file=token_file,
+                        local=local, max_accuracy_drop=max_accuracy_drop, knobs=knobs,
+                        latency_table=latency_table)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _prepare(model: Path, target, default, data: Path, scratch: Path, *, agents: list[str],
+             token_file: Path | None, local: bool, max_accuracy_drop: float | None,
+             knobs, latency_table: bool) -> Base:
+    import yaml
+
+    from edgesparse.build_api import plan_build
+    from edgesparse.train.metrics import accuracy
+
     first = plan_build(model, target, data, out=scratch / "probe",
                        options={"profile_agents": list(agents), "token_file": token_file})
     if not first.data.labelled or first.data.x_val is None:
@@ -69,6 +83,12 @@ def prepare(model: Path, target_name: str, data: Path | None, *, agents: list[st
     if not space.knobs:
         raise UserError(f"{model}: --knobs {','.join(knobs)} gives no knob for this model (no prunable "
                         "group, residual block or factorisable layer; see docs/tune.md)")
+    if not space.group_sizes or "keep" not in knobs:
+        # Every trial is a prune at the point's widths, then the rest: without keep knobs the
+        # plan's prune had no budget, and the error named tune's own temporary recipe file.
+        raise UserError(f"--knobs {','.join(knobs)}: tune searches widths first, and this leaves it "
+                        "none (no keep knob" + ("" if "keep" in knobs else ": add keep") +
+                        "); use --knobs keep," + ",".join(k for k in knobs if k != "keep"))
     if latency_table and not (agents or local):
         raise UserError("--latency-table is measured on a device: give --agent URL (or --local for this "
                         "machine); without one the search uses the roofline estimate")
