@@ -332,3 +332,28 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys):
     assert cli(["lowrank", str(CNN), "--data", str(DATA), "--macs", "0.5", "--round-to", "1000",
                 "--method", "svd", "--out", str(out)]) == 2
     assert "a smaller round_to than 1000" in capsys.readouterr().err
+
+
+def test_lowrank_after_sparsify_is_refused_before_any_work():
+    """The factors replaced the masked kernels: the report claimed 50% zeros in 2:4 while the
+    shipped file had 1-18% and no pattern."""
+    from edgesparse.build_api import pipeline_for
+    from edgesparse.pipeline import DataInfo
+    from edgesparse.recipe import parse_recipe
+    from edgesparse.targets import load_target
+
+    recipe = parse_recipe({"passes": [{"pass": "sparsify", "sparsity": 0.5, "pattern": "2:4"},
+                                      {"pass": "lowrank", "energy": 0.9}, {"pass": "quantize"},
+                                      {"pass": "export"}]}, "r.yaml")
+    problems = pipeline_for(recipe).validate(load_target("rpi4"), DataInfo(real=True, labelled=True))
+    assert any(p.startswith("passes[1] (lowrank): lowrank after sparsify") for p in problems), problems
+
+
+def test_the_report_says_after_the_fine_tune_only_when_one_ran():
+    from edgesparse.report.markdown import _lowrank
+
+    facts = {"layers": [], "accuracy_before": 97.5, "accuracy_refit": 97.2, "accuracy_after": 97.2}
+    text = "\n".join(_lowrank({"facts": {"lowrank": facts}}))
+    assert "97.20 % after the refit (no fine-tune)." in text and "after the fine-tune" not in text
+    facts.update(finetune_loss=[0.3], accuracy_after=97.4)
+    assert "→ 97.40 % after the fine-tune." in "\n".join(_lowrank({"facts": {"lowrank": facts}}))

@@ -122,8 +122,11 @@ def _lowrank(r: dict[str, Any]) -> list[str]:
                      "yes" if l.get("kept", True) else f"no ({fmt(l.get('speedup_host'))}× on this host)"]
                     for l in f["layers"]]), ""]
     if f.get("accuracy_before") is not None:
+        # "after the fine-tune" only where one ran (finetune_loss is its record): the default is none.
+        tuned = (f" → {fmt(f.get('accuracy_after'))} % after the fine-tune" if f.get("finetune_loss")
+                 else " (no fine-tune)")
         lines += [f"Keras validation accuracy: {fmt(f['accuracy_before'])} % → {fmt(f.get('accuracy_refit'))} % "
-                  f"after the refit → {fmt(f.get('accuracy_after'))} % after the fine-tune.", ""]
+                  f"after the refit{tuned}.", ""]
     if f.get("measured_on"):
         lines += [f"- {f['measured_on']}", ""]
     return lines

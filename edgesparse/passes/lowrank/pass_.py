@@ -83,6 +83,11 @@ class LowRankPass(Pass):
         if self.config.finetune_epochs > 0 and not plan.data.labelled:
             problems.append("finetune_epochs > 0 needs labelled data; pass --data with labels or set "
                             "finetune_epochs: 0")
+        if any(p.name == "sparsify" for p in plan.passes[:plan.index]):
+            # The factors replace the kernels sparsify zeroed: the shipped file had none of the
+            # sparsity (or the 2:4 pattern) the report still claimed.
+            problems.append("lowrank after sparsify replaces the kernels sparsify masked, so their zeros "
+                            "are lost; put lowrank before sparsify")
         return problems
 
     def scaled(self, strength: float) -> "LowRankPass | None":
