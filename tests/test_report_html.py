@@ -238,3 +238,14 @@ def test_report_html_opens_in_a_headless_browser_with_its_plots_visible(built, t
         assert len(np.unique(region.reshape(-1, 3), axis=0)) > 20, img["alt"]   # a plot, not a flat box
     if os.environ.get("EDGESPARSE_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["EDGESPARSE_KEEP_SCREENSHOT"])
+
+
+def test_both_reports_show_each_artifacts_gzip_size(built):
+    """Unstructured zeros save only under compression: the reports showed the dense-sized file
+    and left the gzip size to report.json."""
+    out, report = built
+    (artifact,) = report["artifacts"]
+    for name in ("report.md", "report.html"):
+        text = (out / name).read_text()
+        n = artifact["gzip_bytes"]
+        assert "gzip bytes" in text and (f"{n:,}" in text or str(n) in text), name

@@ -280,13 +280,14 @@ def _artifacts(artifacts: list[dict[str, Any]]) -> str:
     if not artifacts:
         return ""
     rows = [[a.get("path"), a.get("format"), a.get("precision"), a.get("io_dtype"), a.get("bytes"),
-             a.get("accuracy"), a.get("top1_agreement"), a.get("max_abs_diff"), _checks_cell(a.get("checks") or {})]
+             a.get("gzip_bytes"), a.get("accuracy"), a.get("top1_agreement"), a.get("max_abs_diff"),
+             _checks_cell(a.get("checks") or {})]
             for a in artifacts]
     notes = "".join(f"<li><code>{e(a.get('path'))}</code>: {e(a['note'])}</li>" for a in artifacts if a.get("note"))
     return ("<h2>Artifacts</h2><p class=\"meta\">Accuracy, agreement and output difference are measured by "
             "running each file in its own runtime (LiteRT or ONNX Runtime) on the validation split.</p>"
-            + table(["file", "format", "precision", "I/O", "bytes", "accuracy (%)", "top-1 agreement (%)",
-                     "max abs diff", "checks"], rows, left=4)
+            + table(["file", "format", "precision", "I/O", "bytes", "gzip bytes", "accuracy (%)",
+                     "top-1 agreement (%)", "max abs diff", "checks"], rows, left=4)
             + (f"<ul>{notes}</ul>" if notes else ""))
 
 
