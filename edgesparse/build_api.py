@@ -175,7 +175,8 @@ def _plan_build(model, target, data, recipe, out, progress, instruments, options
     if budget is None and recipe_obj.spec.max_accuracy_drop is None:
         warnings.append("no labelled validation data: the accuracy budget is not enforced")
     if skipped:
-        warnings.append(f"skipped {', '.join(skipped)} from {recipe_obj.origin}: they run only with "
+        they = "they run" if len(skipped) > 1 else "it runs"
+        warnings.append(f"skipped {', '.join(skipped)} from {recipe_obj.origin}: {they} only with "
                         "labelled data (nothing could check their accuracy); pass --data with labels")
     warnings.extend(fitted)
     if budget and dataset.y_val is not None and 100.0 / len(dataset.y_val) > budget:

@@ -127,6 +127,16 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, capsys):
     assert tune(CNN, "--data", DATA, "--trials", 1, "--no-refine", "--storage", db, "--study", "x",
                 "--out", tmp_path / "b") == 2
     assert "was started for another search (differs in: model, space)" in capsys.readouterr().err
+    # A blank study name, an accuracy drop above 100 points, a file that is not a study.
+    assert tune(MLP, "--data", DATA, "--study", "  ", "--out", tmp_path / "f") == 2
+    assert "--study is blank" in capsys.readouterr().err
+    assert tune(MLP, "--data", DATA, "--max-accuracy-drop", 150, "--out", tmp_path / "f") == 2
+    assert "at most 100 points" in capsys.readouterr().err
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    assert tune(MLP, "--data", DATA, "--storage", tmp_path / "junk.db", "--out", tmp_path / "f") == 2
+    err = capsys.readouterr().err
+    assert "a study file `edgesparse tune` wrote" in err and "server" not in err
+    assert not (tmp_path / "f").exists()
     # Unlabelled data, an unknown pick rule, a worker without a study.
     assert tune(MLP, "--out", tmp_path / "c") == 2
     assert tune(MLP, "--data", DATA, "--pick", "best", "--out", tmp_path / "d") == 2

@@ -296,6 +296,9 @@ def run(model: Path, target: str, data: Path | None, out: Path, *, storage: str 
     if pick_rule is not None and pick_rule not in search.PICK_RULES:
         raise UserError(f"--pick {pick_rule!r}: choose one of {', '.join(search.PICK_RULES)}")
     settings.check()
+    if study_name is not None and not study_name.strip():
+        raise UserError("--study is blank; give the study a name, or leave --study out for "
+                        f"{Path(model).stem}-{target}")
     check_writable(out)
     started = time.monotonic()
     url = studies.storage_url(storage, out)

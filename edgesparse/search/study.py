@@ -105,8 +105,9 @@ def open_storage(url: str):
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:   # sqlalchemy/psycopg2 errors carry the URL: never echo them raw
         reason = _first_line(exc, url)
-        raise UserError(f"cannot open the study storage {redact(url)}: {reason}; check the URL, "
-                        "that the server runs and accepts this user") from None
+        advice = ("check that it is a study file `edgesparse tune` wrote, or give a new file name"
+                  if url.startswith("sqlite") else "check the URL, that the server runs and accepts this user")
+        raise UserError(f"cannot open the study storage {redact(url)}: {reason}; {advice}") from None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class TuneSettings:
             if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
                 need = "a non-negative number of accuracy points, e.g. 1.0" if low_ok else "a positive number"
                 raise UserError(f"{flag} {value:g}: must be {need}")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop > 100:
+            raise UserError(f"--max-accuracy-drop {self.max_accuracy_drop:g}: accuracy is in percent, so "
+                            "at most 100 points can be lost; give points, e.g. 1.0")
 
     def constraints(self) -> dict[str, Any]:
         return {"max_accuracy_drop": self.max_accuracy_drop, "max_latency_ms": self.max_latency_ms,
