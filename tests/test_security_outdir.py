@@ -127,6 +127,31 @@ def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == [], "the staging folder (or a half-written --out) was left"
 
 
+def test_ctrl_c_during_a_build_says_so_and_leaves_nothing_behind(tmp_path):
+    """typer turns Ctrl-C into a returned 130, so the CLI's KeyboardInterrupt branch never ran:
+    every command stopped with no line at all."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    # A background job's SIGINT is ignored; a terminal's Ctrl-C is not: restore the default.
+    proc = subprocess.Popen([sys.executable, "-m", "edgesparse.cli", "build", str(MLP), "--data", str(DATA),
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob(".out.partial-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it staged"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 130 and "interrupted: nothing was written to the output folder" in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_release_replaces_only_its_own_tarball(tmp_path):
     stage = tmp_path / "stage"
     (stage / "m-rpi4-1.0").mkdir(parents=True)

@@ -155,6 +155,10 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+INTERRUPTED = ("interrupted: nothing was written to the output folder (a tune study keeps the "
+               "trials it finished; run the same command again to resume it)")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line and return the exit code (tests call this in-process)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -163,6 +167,8 @@ def run(argv: list[str] | None = None) -> int:
     debug = len(args) != len(argv)
     try:
         code = app(args=args, prog_name="edgesparse", standalone_mode=False)
+        if code == 130:   # typer turns Ctrl-C into a returned 130: the KeyboardInterrupt below never runs
+            print(INTERRUPTED, file=sys.stderr)
         return code if isinstance(code, int) else 0   # typer.Exit(n) comes back as n here
     except UserError as exc:
         if debug:
@@ -177,7 +183,7 @@ def run(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted: nothing was written to the output folder", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as exc:
         from typer._click import ClickException  # typer vendors click since 0.20
