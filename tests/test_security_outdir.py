@@ -104,12 +104,14 @@ def test_a_real_build_marks_its_output_and_can_build_again_into_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.yaml", "out"]
 
 
-def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path):
-    out = tmp_path / "out"
+def _stop_a_build(tmp_path, sig) -> tuple[int, str]:
+    """Start a real build, send `sig` once it is writing its staging folder; (exit code, stderr)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    # A background job's SIGINT is ignored; a terminal's Ctrl-C is not: restore the default.
     proc = subprocess.Popen([sys.executable, "-m", "edgesparse.cli", "build", str(MLP), "--data", str(DATA),
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                             "--out", str(tmp_path / "out")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list(tmp_path.glob(".out.partial-*")):     # the build is writing its staging folder
@@ -118,36 +120,24 @@ def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path):
         # The MLP's passes take 1-2 s after staging; a 1 s wait here once let the build finish
         # first under the suite's load (exit 0). The handler is set before the folder exists.
         time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 128 + signal.SIGTERM, proc.stderr.read()[-3000:]
+    return code, proc.stderr.read()
+
+
+def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path):
+    code, err = _stop_a_build(tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
     assert list(tmp_path.iterdir()) == [], "the staging folder (or a half-written --out) was left"
 
 
 def test_ctrl_c_during_a_build_says_so_and_leaves_nothing_behind(tmp_path):
     """typer turns Ctrl-C into a returned 130, so the CLI's KeyboardInterrupt branch never ran:
     every command stopped with no line at all."""
-    out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    # A background job's SIGINT is ignored; a terminal's Ctrl-C is not: restore the default.
-    proc = subprocess.Popen([sys.executable, "-m", "edgesparse.cli", "build", str(MLP), "--data", str(DATA),
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 240
-        while not list(tmp_path.glob(".out.partial-*")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it staged"
-            time.sleep(0.05)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = proc.stderr.read()
+    code, err = _stop_a_build(tmp_path, signal.SIGINT)
     assert code == 130 and "interrupted: nothing was written to the output folder" in err, err[-2000:]
     assert list(tmp_path.iterdir()) == []
 
