@@ -54,7 +54,7 @@ def create_study(base, url: str, name: str, model: Path, target: str, data: Path
 
     settings = search.TuneSettings(trials=trials, sampler=sampler)   # the workers read it from the study
     storage = studies.storage_url(url, Path("."))
-    study = session.open_for(base, settings, storage, name, model, data, session.setup_attrs(model, target, data, settings))
+    study = session.open_for(base, settings, storage, name, data, session.setup_attrs(model, target, data, settings))
     study.set_user_attr("budget", trials)
     search.enqueue_baselines(study, search.baseline_points(base.space, session._default_keep(base.default_recipe)))
     return storage

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from edgesparse.errors import UserError
+
+# A name that becomes part of a file or folder name (a release version, a target's name): no
+# separators, no leading dot, bounded. "../../x" as a target name climbed out of out/.
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+NAME_PART_RULE = "letters, digits and . _ + - (at most 64, starting with a letter or digit)"
 
 
 def sha256_file(path: str | Path) -> str:

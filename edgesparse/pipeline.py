@@ -11,11 +11,11 @@ data fails in the first second, not after ten minutes of fine-tuning.
 from __future__ import annotations
 
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-import types
-import typing
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator

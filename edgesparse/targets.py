@@ -7,7 +7,6 @@ a YAML file of the same shape.
 """
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
                       ValidationError, field_validator)
 
 from edgesparse.errors import UserError, describe_validation_error
+from edgesparse.files import NAME_PART, NAME_PART_RULE
 
 
 class _Strict(BaseModel):
@@ -80,9 +80,8 @@ class Target(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", v):
-            raise ValueError(f"{v[:40]!r} cannot be part of a file name; use letters, digits and . _ + - "
-                             "(at most 64, starting with a letter or digit), e.g. rpi4")
+        if not NAME_PART.fullmatch(v):
+            raise ValueError(f"{v[:40]!r} cannot be part of a file name; use {NAME_PART_RULE}, e.g. rpi4")
         return v
 
     @property

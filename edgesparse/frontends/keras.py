@@ -252,10 +252,16 @@ def check_working_form(model, where: str = "the model") -> None:
         raise UserError(f"cannot use {where}: its input shape {shape} has unknown dimensions; edge targets "
                         "need static shapes, so rebuild it with keras.Input(shape=(...)) fully given")
     check_sample_size(shape[1:], f"cannot use {where}")
-    # The one check of weight values: NaN/inf weights build, "meet" a budget and ship an all-NaN model.
+    check_finite_weights(model, f"cannot use {where}")
+
+
+def check_finite_weights(model, lead: str = "cannot use the model") -> None:
+    """The one check of weight values: NaN/inf weights build, "meet" a budget and ship an all-NaN
+    model. The ONNX frontend runs it before comparing its translation with ONNX Runtime, where
+    NaN outputs would otherwise be blamed on the translator."""
     for w in model.weights:
         values = np.asarray(w.numpy())
         bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
         if bad:
-            raise UserError(f"cannot use {where}: weight {w.name} holds {bad} NaN or infinite values "
+            raise UserError(f"{lead}: weight {w.name} holds {bad} NaN or infinite values "
                             "(training diverged, or the file is damaged); retrain it or use a good checkpoint")

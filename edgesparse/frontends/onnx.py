@@ -88,21 +88,6 @@ def _load_external_data(model, path: Path) -> None:
         raise _fail(path, f"cannot read its external weights ({first}); export the model again") from None
 
 
-def _check_finite_weights(model, path: Path) -> None:
-    """NaN/inf weights make the translation check fail as if the translator were wrong."""
-    from onnx import numpy_helper
-
-    tensors = list(model.graph.initializer) + [
-        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    for t in tensors:
-        values = numpy_helper.to_array(t)
-        if values.dtype.kind == "f":
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            if bad:
-                raise _fail(path, f"the weight {t.name or '(a Constant)'!r} holds {bad} NaN or infinite "
-                                  "values (training diverged, or the file is damaged); export a good checkpoint")
-
-
 def looks_like_onnx(path: Path) -> bool:
     """Content sniff: an ONNX file is a ModelProto whose first field is ir_version (tag 0x08)."""
     if path.suffix.lower() == ".onnx":
@@ -339,12 +324,12 @@ def load_onnx(path: str | Path, input_shape=None, check: bool = True,
     only when the file leaves a dimension open. samples: extra inputs for the check, in the
     translated model's layout (channels-last). check=False skips comparing with ONNX Runtime.
     """
+    from edgesparse.frontends.keras import check_finite_weights
     from edgesparse.frontends.keras3 import CHECK_SAMPLES as _N, check_inputs, compare_outputs
 
     path = Path(path)
     model = read_onnx(path)
     _check_graph(model, path)
-    _check_finite_weights(model, path)
     opset = _opset(model)
     shape = _static_shape(model, path, input_shape)
     fixed = _fixed(model, shape)
@@ -361,6 +346,7 @@ def load_onnx(path: str | Path, input_shape=None, check: bool = True,
         "check": None,
     }
     if check:
+        check_finite_weights(keras_model, f"cannot import {path}")
         x = check_inputs(keras_model, _N)
         if samples is not None and len(samples):
             x = np.concatenate([x, np.asarray(samples[:CHECK_SAMPLES], np.float32).reshape((-1, *x.shape[1:]))])

@@ -724,11 +724,11 @@ def _squeeze(t, ins):
     if 0 in axes:
         raise t.fail("squeezes or inserts the batch axis")
     if x.keras is not None and x.order is None and x.perm != identity(x.rank):
-        return [_squeeze_in_layout(t, x, axes, t.node.op_type == "Squeeze")]
+        return [_squeeze_in_layout(t, x, axes, t.node.op_type == "Squeeze", shape)]
     return [t.reshape(x, tuple(shape))]
 
 
-def _squeeze_in_layout(t, x: Value, axes: list[int], squeeze: bool) -> Value:
+def _squeeze_in_layout(t, x: Value, axes: list[int], squeeze: bool, shape: list[int]) -> Value:
     """Squeeze/Unsqueeze of size-1 axes on a tensor held in another layout than the file's: the
     size-1 axes leave or join the Keras tensor where they are, and the layout is kept. Going
     through the file's order instead turned tf2onnx's Conv1D (Unsqueeze, Conv, Squeeze) into
@@ -745,13 +745,7 @@ def _squeeze_in_layout(t, x: Value, axes: list[int], squeeze: bool) -> Value:
             at = perm.index(min(after)) if after else len(perm)
             perm = [p + 1 if p >= a else p for p in perm]
             perm.insert(at, a)
-    shape = list(x.onnx_shape)
-    if squeeze:
-        shape = [d for i, d in enumerate(shape) if i not in axes]
-    else:
-        for a in axes:
-            shape.insert(a, 1)
-    keras_shape = tuple(shape[p] for p in perm)
+    keras_shape = tuple(shape[p] for p in perm)     # `shape`: the result's ONNX shape
     y, _ = t.call(keras.layers.Reshape, x.keras, keras_shape[1:])
     return Value(y, perm=tuple(perm), nonneg=x.nonneg)
 

@@ -11,7 +11,6 @@ runtimes (LiteRT, ONNX Runtime), not TensorFlow.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.errors import UserError
-from edgesparse.files import check_writable
+from edgesparse.files import NAME_PART, NAME_PART_RULE, check_writable
 from edgesparse.release import manifest as mf
 from edgesparse.release.isolated import build_in_fresh_process
 from edgesparse.release.modelcard import render_model_card
 from edgesparse.release.tarball import is_release_tarball, write_tarball
 
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 SUMS = "SHA256SUMS"
 
 
@@ -37,9 +35,9 @@ class ReleaseResult:
 
 
 def check_version(version: str) -> str:
-    if not VERSION_PATTERN.match(version or ""):
-        raise UserError(f"--version {version!r} cannot be part of a file name; use letters, digits and "
-                        ". _ + - (at most 64), e.g. 1.0.0")
+    if not NAME_PART.fullmatch(version or ""):
+        raise UserError(f"--version {version!r} cannot be part of a file name; use {NAME_PART_RULE}, "
+                        "e.g. 1.0.0")
     return version
 
 

@@ -8,7 +8,6 @@ files whose hashes differ.
 from __future__ import annotations
 
 import collections
-
 import shutil
 import time
 from dataclasses import asdict
@@ -112,18 +111,11 @@ def _prepare(model: Path, target, default, data: Path, scratch: Path, *, agents:
                 token_file=token_file, local=local)
 
 
-def _file_identity(path: Path | None) -> str:
-    """A file by its contents (another machine has it at another path); a folder by its name."""
-    if path is None:
-        return "None"
-    return sha256_file(path) if Path(path).is_file() else Path(path).name
-
-
-def identity(base: Base, settings: search.TuneSettings, model: Path, data: Path | None) -> dict[str, Any]:
-    # The model is named on its own: a study reused with another model used to be refused as
-    # differing in "space" only, which sent users looking for a knob they had not changed.
-    return {"model": _file_identity(model), "space": base.space.fingerprint(), "target": base.target.name,
-            "data": _file_identity(data),
+def identity(base: Base, settings: search.TuneSettings, data: Path | None) -> dict[str, Any]:
+    # The model is named on its own (the space's fingerprint hashes it too): a study reused with
+    # another model was refused as differing in "space" only, a knob nobody had changed.
+    return {"model": base.space.model_sha256, "space": base.space.fingerprint(), "target": base.target.name,
+            "data": sha256_file(data) if data is not None and Path(data).is_file() else str(data),
             "constraints": settings.constraints(), "objectives": list(studies.OBJECTIVES),
             "sampler": settings.sampler}
 
@@ -133,9 +125,9 @@ def setup_attrs(model: Path, target: str, data: Path | None, settings: search.Tu
             "data": None if data is None else str(Path(data).resolve()), "settings": asdict(settings)}
 
 
-def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str, model: Path,
+def open_for(base: Base, settings: search.TuneSettings, storage: str, name: str,
              data: Path | None, setup: dict[str, Any] | None = None, worker: str | None = None):
-    study = studies.open_study(storage, name, identity(base, settings, model, data),
+    study = studies.open_study(storage, name, identity(base, settings, data),
                                sampler=search.make_sampler(settings, worker, base.space))
     if setup is not None and "setup" not in study.user_attrs:
         study.set_user_attr("setup", setup)
@@ -180,7 +172,7 @@ def coordinate(base: Base, settings: search.TuneSettings, storage: str, name: st
                data: Path | None, progress=None) -> Any:
     """Create or resume the study, [measure its latency table,] enqueue the baselines, and work
     until the budget is spent."""
-    study = open_for(base, settings, storage, name, model, data, setup_attrs(model, base.target.name, data, settings))
+    study = open_for(base, settings, storage, name, data, setup_attrs(model, base.target.name, data, settings))
     study.set_user_attr("budget", settings.trials)
     ensure_table(base, study, settings, progress)
     search.enqueue_baselines(study, search.baseline_points(base.space, _default_keep(base.default_recipe)))
@@ -228,7 +220,7 @@ def join(storage: str, name: str, model: Path | None, data: Path | None, *, agen
     base = prepare(model, setup["target"], data, agents=agents, token_file=token_file, local=local,
                    max_accuracy_drop=settings.max_accuracy_drop, knobs=settings.knobs,
                    latency_table=settings.latency_table)
-    study = open_for(base, settings, storage, name, model, data,    # refuses files with other hashes
+    study = open_for(base, settings, storage, name, data,    # refuses files with other hashes
                      worker=search.worker_name())
     ensure_table(base, study, settings, wait_s=1800.0)
     budget = int(attrs.get("budget", settings.trials))

@@ -113,7 +113,6 @@ def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
     """The target's default recipe with the point's widths, blocks, ranks and precision in place of
     its own budget: what `--pick` writes and `edgesparse build --recipe` runs."""
     lowrank = bool(space.ranks(point)) if lowrank is None else lowrank
-    spec = default_recipe.to_dict()
     passes, has_prune = [], False
     # Only what differs from each pass's defaults: a picked recipe is read by people, and a full
     # dump printed `blocks: 0` beside the point's choices.
@@ -137,7 +136,7 @@ def full_recipe(default_recipe, point: dict[str, Any], space: SearchSpace,
         passes.insert(0, {"pass": "prune", **_prune_fields(space, point)})
         if lowrank:
             passes.insert(1, _lowrank_entry(space, point))
-    recipe = {"name": f"{spec['name']}-tuned", "seed": spec["seed"], "passes": passes}
+    recipe = {"name": f"{default_recipe.name}-tuned", "seed": default_recipe.spec.seed, "passes": passes}
     if max_accuracy_drop is not None:
         recipe["max_accuracy_drop"] = max_accuracy_drop
     return recipe
