@@ -3,6 +3,8 @@ stays within 1 point of the Keras model on the validation split. Real converters
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -277,8 +279,6 @@ def test_a_default_recipe_builds_dynamic_int8_for_a_gru_model_and_coral_refuses_
 
     _recurrent("gru").save(tmp_path / "gru.keras")
     assert run(["build", str(tmp_path / "gru.keras"), "--target", "rpi4", "--out", str(tmp_path / "a")]) == 0
-    import json
-
     assert (tmp_path / "a" / "gru-dynamic.tflite").exists()
     warnings = json.loads((tmp_path / "a" / "report.json").read_text())["warnings"]
     assert any("builds dynamic-range int8 instead of full-integer int8" in w for w in warnings)
